@@ -1,0 +1,14 @@
+"""dynopt: optimizers written once as ODE discretizations.
+
+Each optimizer is a :class:`~dynopt.spec.Spec` (``dynopt.optimizers``): continuous dynamics plus
+a discretization. From it dynopt derives a ``torch.optim.Optimizer`` (``dynopt.torch``), an optax
+``GradientTransformation`` (``dynopt.jax``), a NumPy oracle (``dynopt.numpy``) and the reference
+ODE flow (``dynopt.ode``). ``import dynopt`` imports neither torch nor jax.
+"""
+
+from .optimizers import adam, momentum, nesterov, rmsprop, sgd
+from .spec import REGISTRY, Hyper, Spec, is_static_zero, register
+
+__version__ = "0.1.0"
+
+__all__ = ["Spec", "Hyper", "REGISTRY", "register", "is_static_zero", "sgd", "momentum", "nesterov", "rmsprop", "adam"]

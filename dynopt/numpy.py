@@ -1,0 +1,21 @@
+"""dynopt optimizers in plain NumPy (float64): the discrete oracle, and cheap 2-D trajectories.
+
+    >>> import numpy as np, dynopt.numpy
+    >>> opt = dynopt.numpy.momentum(0.1, momentum=0.9)
+    >>> state = opt.init([np.ones(2)])
+"""
+
+from ._backends.numpy_oracle import NumpyOptimizer, from_spec
+from .optimizers import adam as _adam
+from .optimizers import momentum as _momentum
+from .optimizers import nesterov as _nesterov
+from .optimizers import rmsprop as _rmsprop
+from .optimizers import sgd as _sgd
+
+sgd = from_spec(_sgd)
+momentum = from_spec(_momentum)
+nesterov = from_spec(_nesterov)
+rmsprop = from_spec(_rmsprop)
+adam = from_spec(_adam)
+
+__all__ = ["from_spec", "NumpyOptimizer", "sgd", "momentum", "nesterov", "rmsprop", "adam"]

@@ -1,0 +1,76 @@
+r"""Heavy-ball (Polyak) momentum: semi-implicit Euler on a damped Newtonian ODE.
+
+ODE (state θ and the momentum buffer b; F(θ) = ∇L(θ) + λθ)::
+
+    θ'' + γ θ' + (1 − τ) F(θ) = 0        i.e.  θ' = −h·b,   b' = ((1 − τ)F(θ) − (1 − μ) b) / h
+
+Scheme (torch.optim.SGD form, t = 1, 2, …)::
+
+    b_t = μ b_{t−1} + (1 − τ) F(θ_{t−1})      (b_1 = F(θ_0): torch's first buffer is the gradient)
+    θ_t = θ_{t−1} − lr · b_t
+
+Hyperparameter map: lr = h², μ = 1 − γh, so h = √lr and step k sits at ODE time t = k·√lr
+(the "second-order" clock: one step advances √lr ≫ lr). The velocity is θ' = −h·b.
+Order 1 in h against the ODE; O(h²) against the modified ODE (1 − γh/2)θ'' + γθ' + ∇L = 0
+when the initial velocity is matched. For fixed μ and lr → 0 the iterates instead follow the
+gradient flow θ' = −∇L/(1 − μ) on the clock t = k·lr.
+
+Conventions:
+    * ``dynopt.torch.Momentum(params, lr, momentum=μ, dampening=τ)`` equals
+      ``torch.optim.SGD(params, lr, momentum=μ, dampening=τ)`` including the first buffer b_1 = g_1.
+    * ``dynopt.jax.momentum(lr, momentum=μ)`` equals ``optax.sgd(lr, momentum=μ)``; optax has no
+      dampening (τ must be 0 to compare).
+    * The lr multiplies the whole buffer (torch/optax form). Under a schedule this gives
+      Δθ_t = (γ_t/γ_{t−1}) μ Δθ_{t−1} − γ_t g_t, unlike Sutskever/Keras (Δθ_t = μΔθ_{t−1} − γ_t g_t);
+      the two agree for a constant lr.
+    * The momentum default is 0.9 (torch's SGD defaults to 0, which would make this plain SGD).
+
+References:
+    B. T. Polyak, "Some methods of speeding up the convergence of iteration methods", 1964.
+    Su Jianlin, "从动力学角度看优化算法 (一)", kexue.fm/archives/5655, 2018.
+    Shi, Du, Jordan, Su, "Understanding the Acceleration Phenomenon via High-Resolution ODEs", 2018.
+"""
+
+from __future__ import annotations
+
+from ..spec import Hyper, Spec, is_static_zero, register, unit_interval
+from ._common import MAXIMIZE, WEIGHT_DECAY, force, lr_hyper, momentum_hyper
+
+
+def update(o, hp, t, grad, param, state):
+    damping = 1 - hp.dampening * (t > 1)  # torch starts the buffer at b_1 = g_1
+    buffer = hp.momentum * state.momentum_buffer + damping * force(hp, grad, param)
+    return -hp.lr * buffer, {"momentum_buffer": buffer}
+
+
+def heavy_ball_flow(hp, buffer, drive):
+    """θ' = −h·b, b' = (drive − (1 − μ)b)/h with h = √lr: the damped oscillator in buffer units."""
+    h = hp.lr**0.5
+    return -h * buffer, {"momentum_buffer": (drive - (1 - hp.momentum) * buffer) / h}
+
+
+def vector_field(o, hp, time, param, state, grad):
+    return heavy_ball_flow(hp, state.momentum_buffer, (1 - hp.dampening) * force(hp, grad, param))
+
+
+momentum = register(
+    Spec(
+        name="Momentum",
+        hyperparams=(
+            lr_hyper(1e-3),
+            momentum_hyper(0.9),
+            Hyper("dampening", 0.0, "dampening τ: the force enters the buffer as (1 − τ)F", unit_interval),
+            WEIGHT_DECAY,
+            MAXIMIZE,
+        ),
+        state=lambda hp: ("momentum_buffer",),
+        update=update,
+        vector_field=vector_field,
+        time_step=lambda hp: hp.lr**0.5,
+        needs_params=lambda hp: not is_static_zero(hp.weight_decay),
+        ode="θ'' + γθ' + ∇L(θ) = 0",
+        scheme="semi-implicit Euler: b ← μb + ∇L(θ); θ ← θ − lr·b",
+        hyper_map="lr = h², μ = 1 − γh",
+        doc=__doc__,
+    )
+)

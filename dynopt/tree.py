@@ -1,0 +1,276 @@
+"""Tree-level maths: the language in which specs are written.
+
+A :class:`Tree` is the list of a model's parameter-shaped leaves. Arithmetic on trees is
+elementwise (``a * b + c``, scalars broadcast), and :class:`TreeMath` (the ``o`` argument of
+every spec function) adds elementwise functions (``o.sqrt``) and tree-wide reductions
+(``o.dot``, ``o.sum``, ``o.norm``) that return one scalar for the whole tree.
+
+A backend supplies a :class:`LeafOps`: how to do one operation on a *list* of leaves. The torch
+backend maps each operation to one ``torch._foreach_*`` multi-tensor kernel; NumPy and JAX map it
+to a list comprehension (which XLA fuses under ``jit``).
+
+Multiplying by a literal Python ``0`` gives :data:`ZERO` and adding ``ZERO`` is free, so
+``weight_decay * param`` costs nothing when ``weight_decay == 0`` (a traced value is never folded).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, Sequence
+
+__all__ = ["Tree", "ZERO", "LeafOps", "ArrayLeafOps", "TreeMath"]
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, numbers.Number) and not isinstance(x, bool)
+
+
+class _Zero:
+    """The additive identity of trees, produced by ``0 * tree``."""
+
+    __array_ufunc__ = None
+
+    def __repr__(self) -> str:
+        return "ZERO"
+
+    def __add__(self, other):
+        return other
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return -other
+
+    def __rsub__(self, other):
+        return other
+
+    def __mul__(self, other):
+        return self
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        return self
+
+    def __neg__(self):
+        return self
+
+
+ZERO = _Zero()
+
+
+class Tree:
+    """Parameter-shaped leaves with elementwise arithmetic, executed by ``ops``."""
+
+    __slots__ = ("leaves", "ops")
+    __array_ufunc__ = None  # make NumPy scalars defer to our reflected operators
+    __array_priority__ = 1000
+
+    def __init__(self, leaves: Sequence[Any], ops: "LeafOps"):
+        self.leaves = list(leaves)
+        self.ops = ops
+
+    def __len__(self) -> int:
+        return len(self.leaves)
+
+    def __repr__(self) -> str:
+        return f"Tree({len(self.leaves)} leaves, {type(self.ops).__name__})"
+
+    def _binary(self, op: str, other: Any, reflected: bool = False):
+        if other is ZERO:
+            return {"add": self, "sub": -self if reflected else self, "mul": ZERO}.get(op, NotImplemented)
+        if isinstance(other, Tree):
+            xs, ys = (other.leaves, self.leaves) if reflected else (self.leaves, other.leaves)
+            return Tree(self.ops.binary(op, xs, ys), self.ops)
+        if _is_number(other):
+            if op == "mul" and other == 0:
+                return ZERO
+            if (op == "mul" and other == 1) or (op in ("add", "sub") and other == 0 and not reflected):
+                return self
+            if op == "div" and other == 1 and not reflected:
+                return self
+        elif not self.ops.is_scalar(other):
+            return NotImplemented
+        if reflected:
+            return Tree(self.ops.rbinary(op, other, self.leaves), self.ops)
+        return Tree(self.ops.binary(op, self.leaves, other), self.ops)
+
+    def __add__(self, other):
+        return self._binary("add", other)
+
+    def __radd__(self, other):
+        return self._binary("add", other, reflected=True)
+
+    def __sub__(self, other):
+        return self._binary("sub", other)
+
+    def __rsub__(self, other):
+        return self._binary("sub", other, reflected=True)
+
+    def __mul__(self, other):
+        return self._binary("mul", other)
+
+    def __rmul__(self, other):
+        return self._binary("mul", other, reflected=True)
+
+    def __truediv__(self, other):
+        return self._binary("div", other)
+
+    def __rtruediv__(self, other):
+        return self._binary("div", other, reflected=True)
+
+    def __neg__(self):
+        return Tree(self.ops.unary("neg", self.leaves), self.ops)
+
+    def __pow__(self, exponent):
+        if exponent == 2:
+            return Tree(self.ops.binary("mul", self.leaves, self.leaves), self.ops)
+        raise NotImplementedError("Tree ** n supports n == 2 only; use o.exp/o.log for other powers")
+
+
+class LeafOps:
+    """What a backend implements: one operation over a list of leaves.
+
+    ``binary(op, xs, ys)``: ``ys`` is a list of leaves or a scalar; op in add, sub, mul, div,
+    maximum, minimum. ``rbinary(op, s, xs)``: scalar on the left. ``unary(op, xs)``: neg, sqrt,
+    exp, log, abs, sign. ``scalar(op, s)``: the same functions on one scalar. ``sum_leaves(xs)``:
+    per-leaf sums, and ``total(sums)`` adds them into one scalar. ``is_scalar(x)`` tells a
+    backend scalar (0-d array or tensor) from anything else.
+    """
+
+    def binary(self, op: str, xs, ys) -> list: ...
+
+    def rbinary(self, op: str, s, xs) -> list: ...
+
+    def unary(self, op: str, xs) -> list: ...
+
+    def scalar(self, op: str, s): ...
+
+    def sum_leaves(self, xs) -> list: ...
+
+    def total(self, sums): ...
+
+    def zeros_like(self, xs) -> list: ...
+
+    def is_scalar(self, x) -> bool: ...
+
+    def where(self, cond, xs, ys) -> list: ...
+
+
+_BINARY: dict[str, Callable[[Any, Any], Any]] = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+}
+
+
+class ArrayLeafOps(LeafOps):
+    """Leaf operations for any NumPy-like module ``xp`` (NumPy itself, or ``jax.numpy``)."""
+
+    def __init__(self, xp):
+        self.xp = xp
+        self._fn = {
+            "maximum": xp.maximum,
+            "minimum": xp.minimum,
+            "sqrt": xp.sqrt,
+            "exp": xp.exp,
+            "log": xp.log,
+            "abs": xp.abs,
+            "sign": xp.sign,
+            "neg": xp.negative,
+        }
+
+    def _f(self, op):
+        return _BINARY.get(op) or self._fn[op]
+
+    def binary(self, op, xs, ys):
+        f = self._f(op)
+        if isinstance(ys, list):
+            return [f(x, y) for x, y in zip(xs, ys)]
+        return [f(x, ys) for x in xs]
+
+    def rbinary(self, op, s, xs):
+        f = self._f(op)
+        return [f(s, x) for x in xs]
+
+    def unary(self, op, xs):
+        f = self._fn[op]
+        return [f(x) for x in xs]
+
+    def scalar(self, op, s):
+        return self._fn[op](s)
+
+    def sum_leaves(self, xs):
+        return [self.xp.sum(x) for x in xs]
+
+    def total(self, sums):
+        return sum(sums[1:], sums[0]) if sums else 0.0
+
+    def zeros_like(self, xs):
+        return [self.xp.zeros_like(x) for x in xs]
+
+    def is_scalar(self, x):
+        return getattr(x, "ndim", None) == 0
+
+    def where(self, cond, xs, ys):
+        return [self.xp.where(cond, x, y) for x, y in zip(xs, ys)]
+
+
+class TreeMath:
+    """The ``o`` namespace of spec functions: elementwise functions and tree-wide reductions."""
+
+    def __init__(self, ops: LeafOps):
+        self.ops = ops
+
+    def tree(self, leaves) -> Tree:
+        return Tree(leaves, self.ops)
+
+    def _unary(self, op: str, x):
+        if isinstance(x, Tree):
+            return Tree(self.ops.unary(op, x.leaves), self.ops)
+        if x is ZERO and op in ("neg", "sqrt", "abs", "sign"):
+            return ZERO
+        if _is_number(x):
+            return {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "abs": abs,
+                    "neg": lambda v: -v, "sign": lambda v: float((v > 0) - (v < 0))}[op](x)
+        return self.ops.scalar(op, x)
+
+    def sqrt(self, x):
+        return self._unary("sqrt", x)
+
+    def exp(self, x):
+        return self._unary("exp", x)
+
+    def log(self, x):
+        return self._unary("log", x)
+
+    def abs(self, x):
+        return self._unary("abs", x)
+
+    def sign(self, x):
+        return self._unary("sign", x)
+
+    def maximum(self, a: Tree, b) -> Tree:
+        return Tree(self.ops.binary("maximum", a.leaves, b.leaves if isinstance(b, Tree) else b), self.ops)
+
+    def minimum(self, a: Tree, b) -> Tree:
+        return Tree(self.ops.binary("minimum", a.leaves, b.leaves if isinstance(b, Tree) else b), self.ops)
+
+    def where(self, cond, a: Tree, b: Tree) -> Tree:
+        """Per-leaf select on a scalar condition (no Python branch on a traced value)."""
+        return Tree(self.ops.where(cond, a.leaves, b.leaves), self.ops)
+
+    def zeros_like(self, x: Tree) -> Tree:
+        return Tree(self.ops.zeros_like(x.leaves), self.ops)
+
+    # tree-wide reductions: one scalar for all parameters together, kept on device
+    def sum(self, x: Tree):
+        return self.ops.total(self.ops.sum_leaves(x.leaves))
+
+    def dot(self, a: Tree, b: Tree):
+        return self.sum(a * b)
+
+    def norm(self, a: Tree):
+        return self.sqrt(self.dot(a, a))
