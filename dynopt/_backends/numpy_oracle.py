@@ -30,7 +30,7 @@ class NumpyOptimizer:
     """One configured optimizer; ``hyper`` holds every hyperparameter, ``lr`` included."""
 
     def __init__(self, spec: Spec, hyper: dict[str, Any]):
-        spec.validate(hyper)
+        spec.validate(hyper, lambda value: not callable(value))  # a schedule lr is checked when called
         self.spec, self.hyper = spec, dict(hyper)
         self.fields = spec.state(spec.namespace(hyper))
 

@@ -23,6 +23,7 @@ Conventions:
     * The lr multiplies the whole buffer (torch/optax form). Under a schedule this gives
       Δθ_t = (γ_t/γ_{t−1}) μ Δθ_{t−1} − γ_t g_t, unlike Sutskever/Keras (Δθ_t = μΔθ_{t−1} − γ_t g_t);
       the two agree for a constant lr.
+    * As in torch, dampening has no effect when momentum is 0 (the step is then plain SGD).
     * The momentum default is 0.9 (torch's SGD defaults to 0, which would make this plain SGD).
 
 References:
@@ -38,7 +39,8 @@ from ._common import MAXIMIZE, WEIGHT_DECAY, force, lr_hyper, momentum_hyper
 
 
 def update(o, hp, t, grad, param, state):
-    damping = 1 - hp.dampening * (t > 1)  # torch starts the buffer at b_1 = g_1
+    # torch starts the buffer at b_1 = g_1, and ignores dampening when momentum is 0
+    damping = 1 - hp.dampening * (t > 1) * (hp.momentum != 0)
     buffer = hp.momentum * state.momentum_buffer + damping * force(hp, grad, param)
     return -hp.lr * buffer, {"momentum_buffer": buffer}
 

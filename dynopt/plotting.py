@@ -1,0 +1,186 @@
+"""Figures of trajectories on 2-D toy losses: contours with paths and ODE flows, loss curves, races.
+
+Every function builds and returns a :class:`matplotlib.figure.Figure` (or draws on a given
+``ax``); nothing uses pyplot's implicit current figure or calls ``show``, so this works
+headless and inside notebooks alike. Colours are the Okabe–Ito colour-blind-safe palette,
+assigned by position in the list of trajectories (pass the same order for matching colours).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from .losses import ToyLoss
+from .trajectory import Trajectory
+
+__all__ = ["OKABE_ITO", "colour", "contour_trajectories", "loss_curves", "race_animation"]
+
+# Okabe & Ito, "Color Universal Design" (2008); yellow last: it reads poorly on white.
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def colour(index: int) -> str:
+    """The Okabe–Ito colour of the ``index``-th trajectory."""
+    return OKABE_ITO[index % len(OKABE_ITO)]
+
+
+def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _draw_contours(ax: Axes, loss: ToyLoss, resolution: int = 300) -> None:
+    """Filled contours of L (log-spaced levels of L − min when ``loss.log_contours``) and minimizers."""
+    (x0, x1), (y0, y1) = loss.bounds
+    xs, ys = np.meshgrid(np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution))
+    values = np.asarray(loss.value(np, xs, ys), dtype=np.float64)
+    if loss.log_contours:
+        gap = values - loss.minimum
+        low = max(np.percentile(gap, 0.5), 1e-3 * np.median(gap), 1e-12)
+        levels = np.logspace(np.log10(low), np.log10(gap.max()), 25)
+        ax.contourf(xs, ys, np.maximum(gap, low), levels=levels, norm=LogNorm(), cmap="Greys_r", alpha=0.55)
+        ax.contour(xs, ys, gap, levels=levels, colors="0.45", linewidths=0.4)
+    else:
+        levels = np.linspace(values.min(), values.max(), 25)
+        ax.contourf(xs, ys, values, levels=levels, cmap="Greys_r", alpha=0.55)
+        ax.contour(xs, ys, values, levels=levels, colors="0.45", linewidths=0.4)
+    mx, my = np.array(loss.minimizers).T
+    ax.plot(mx, my, ls="none", marker="*", ms=15, mfc="white", mec="black", mew=1.2, zorder=5)
+    ax.plot(*loss.start, ls="none", marker="o", ms=8, mfc="black", mec="white", zorder=5)
+    ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="x", ylabel="y", aspect="equal" if _square(loss) else "auto")
+
+
+def _square(loss: ToyLoss) -> bool:
+    (x0, x1), (y0, y1) = loss.bounds
+    return 0.5 <= (x1 - x0) / (y1 - y0) <= 2
+
+
+def _legend_extras(show_flow: bool) -> list[Line2D]:
+    handles = [
+        Line2D([], [], ls="none", marker="*", ms=12, mfc="white", mec="black", label="minimizer"),
+        Line2D([], [], ls="none", marker="o", ms=7, mfc="black", mec="white", label="start"),
+    ]
+    if show_flow:
+        handles.append(Line2D([], [], color="0.2", ls="--", lw=1.5, label="ODE flow (dashed)"))
+    return handles
+
+
+def contour_trajectories(
+    loss: ToyLoss,
+    trajectories: Sequence[Trajectory],
+    ax: Axes | None = None,
+    show_flow: bool = True,
+    *,
+    title: str | None = None,
+    legend: bool = True,
+) -> Figure:
+    """Contours of ``loss`` with each discrete path (solid, markers) and its ODE flow (dashed, same colour)."""
+    fig, ax = _new_axes(ax, (9.0, 6.0))
+    _draw_contours(ax, loss)
+    for i, traj in enumerate(trajectories):
+        path = traj.iterates
+        every = max(1, traj.steps // 25)
+        ax.plot(path[:, 0], path[:, 1], color=colour(i), lw=1.6, marker=_MARKERS[i % len(_MARKERS)], ms=4,
+                markevery=every, label=traj.label + (" diverged" if traj.diverged_at is not None else ""), zorder=3)
+        if show_flow and traj.flow_iterates is not None:
+            ax.plot(traj.flow_iterates[:, 0], traj.flow_iterates[:, 1], color=colour(i), lw=1.8, ls="--", zorder=4)
+    ax.set_title(title if title is not None else (loss.title or loss.name))
+    if legend:
+        handles = ax.get_legend_handles_labels()[0] + _legend_extras(show_flow and any(t.flow_iterates is not None for t in trajectories))
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
+    return fig
+
+
+def loss_curves(
+    trajectories: Sequence[Trajectory],
+    x: str = "step",
+    *,
+    loss: ToyLoss | None = None,
+    ax: Axes | None = None,
+    show_flow: bool = True,
+    title: str | None = None,
+    legend: bool = True,
+) -> Figure:
+    """Loss against step number (``x="step"``) or ODE time (``x="time"``), flows dashed.
+
+    With ``loss`` given, plots the gap L − L* on a log axis; otherwise L itself (log axis when
+    every value is positive).
+    """
+    if x not in ("step", "time"):
+        raise ValueError(f"x must be 'step' or 'time', got {x!r}")
+    fig, ax = _new_axes(ax, (7.5, 4.5))
+    offset = loss.minimum if loss is not None else 0.0
+    positive = True
+    for i, traj in enumerate(trajectories):
+        abscissa = np.arange(traj.steps + 1) if x == "step" else traj.times
+        curves = [(traj.losses, "-", traj.label)]
+        if show_flow and traj.flow_losses is not None:
+            curves.append((traj.flow_losses, "--", None))
+        for values, style, label in curves:
+            gap = values - offset
+            positive &= bool(np.all(gap[np.isfinite(gap)] > 0))
+            ax.plot(abscissa, gap, color=colour(i), ls=style, lw=1.6, label=label)
+    if loss is not None or positive:
+        ax.set_yscale("log")
+    if x == "time":
+        ax.set_xscale("symlog", linthresh=_smallest_step(trajectories))
+    ax.set_xlabel("step k" if x == "step" else "ODE time t = k·h  (symlog)")
+    ax.set_ylabel("L(θ) − L*" if loss is not None else "L(θ)")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.set_title(title if title is not None else ("loss" if loss is None else loss.title or loss.name))
+    if legend:
+        extras = [Line2D([], [], color="0.2", ls="--", label="ODE flow")] if show_flow else []
+        ax.legend(handles=ax.get_legend_handles_labels()[0] + extras, fontsize="small")
+    return fig
+
+
+def _smallest_step(trajectories: Sequence[Trajectory]) -> float:
+    steps = [t.times[1] for t in trajectories if len(t.times) > 1 and t.times[1] > 0]
+    return float(min(steps)) if steps else 1.0
+
+
+def race_animation(
+    loss: ToyLoss,
+    trajectories: Sequence[Trajectory],
+    path: str | Path,
+    *,
+    frames: int = 60,
+    fps: int = 12,
+    dpi: int = 80,
+) -> Path:
+    """Write a GIF of the trajectories advancing step by step together; returns the path."""
+    from matplotlib.animation import PillowWriter
+
+    path = Path(path)
+    steps = max(t.steps for t in trajectories)
+    fig, ax = _new_axes(None, (8.0, 5.5))
+    _draw_contours(ax, loss)
+    trails, heads = [], []
+    for i, traj in enumerate(trajectories):
+        (trail,) = ax.plot([], [], color=colour(i), lw=1.6, label=traj.label)
+        (head,) = ax.plot([], [], color=colour(i), marker=_MARKERS[i % len(_MARKERS)], ms=9, mec="black", ls="none")
+        trails.append(trail)
+        heads.append(head)
+    ax.legend(handles=trails + _legend_extras(False), loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
+    ticks = np.unique(np.linspace(0, steps, min(frames, steps + 1)).round().astype(int))
+    writer = PillowWriter(fps=fps)
+    with writer.saving(fig, str(path), dpi=dpi):
+        for k in ticks:
+            for traj, trail, head in zip(trajectories, trails, heads):
+                upto = traj.iterates[: k + 1]
+                trail.set_data(upto[:, 0], upto[:, 1])
+                last = upto[~np.isnan(upto[:, 0])][-1:]
+                head.set_data(last[:, 0], last[:, 1])
+            ax.set_title(f"{loss.title or loss.name}: step {k} of {steps}")
+            writer.grab_frame()
+    return path

@@ -1,0 +1,14 @@
+"""Test-wide settings: one torch thread (2 shared cores), float64 available in JAX.
+
+x64 is switched on here only, never in library code; float32 tests ask for float32 explicitly.
+"""
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import jax  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+jax.config.update("jax_enable_x64", True)
