@@ -22,14 +22,22 @@ from .trajectory import Trajectory
 
 __all__ = ["OKABE_ITO", "colour", "contour_trajectories", "loss_curves", "race_animation"]
 
-# Okabe & Ito, "Color Universal Design" (2008); yellow last: it reads poorly on white.
-OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
+# Okabe & Ito, "Color Universal Design" (2008), ordered so that the first five stay apart (orange
+# and vermillion are not both among them); yellow last: it reads poorly on white.
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#000000", "#D55E00", "#56B4E9", "#F0E442")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def colour(index: int) -> str:
     """The Okabe–Ito colour of the ``index``-th trajectory."""
     return OKABE_ITO[index % len(OKABE_ITO)]
+
+
+def _styles(n: int, colors: Sequence[str] | None) -> list[tuple[str, str]]:
+    """(colour, marker) per trajectory: by position, or from ``colors`` (markers follow the colour)."""
+    chosen = list(colors) if colors is not None else [colour(i) for i in range(n)]
+    markers = [_MARKERS[OKABE_ITO.index(c) % len(_MARKERS)] if c in OKABE_ITO else "o" for c in chosen]
+    return list(zip(chosen, markers))
 
 
 def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -48,11 +56,11 @@ def _draw_contours(ax: Axes, loss: ToyLoss, resolution: int = 300) -> None:
         gap = values - loss.minimum
         low = max(np.percentile(gap, 0.5), 1e-3 * np.median(gap), 1e-12)
         levels = np.logspace(np.log10(low), np.log10(gap.max()), 25)
-        ax.contourf(xs, ys, np.maximum(gap, low), levels=levels, norm=LogNorm(), cmap="Greys_r", alpha=0.55)
+        ax.contourf(xs, ys, np.maximum(gap, low), levels=levels, norm=LogNorm(), cmap="Greys", alpha=0.4)
         ax.contour(xs, ys, gap, levels=levels, colors="0.45", linewidths=0.4)
     else:
         levels = np.linspace(values.min(), values.max(), 25)
-        ax.contourf(xs, ys, values, levels=levels, cmap="Greys_r", alpha=0.55)
+        ax.contourf(xs, ys, values, levels=levels, cmap="Greys", alpha=0.4)
         ax.contour(xs, ys, values, levels=levels, colors="0.45", linewidths=0.4)
     mx, my = np.array(loss.minimizers).T
     ax.plot(mx, my, ls="none", marker="*", ms=15, mfc="white", mec="black", mew=1.2, zorder=5)
@@ -65,7 +73,8 @@ def _square(loss: ToyLoss) -> bool:
     return 0.5 <= (x1 - x0) / (y1 - y0) <= 2
 
 
-def _legend_extras(show_flow: bool) -> list[Line2D]:
+def legend_extras(show_flow: bool) -> list[Line2D]:
+    """Legend entries for the minimizer and start markers, and the dashed flow line."""
     handles = [
         Line2D([], [], ls="none", marker="*", ms=12, mfc="white", mec="black", label="minimizer"),
         Line2D([], [], ls="none", marker="o", ms=7, mfc="black", mec="white", label="start"),
@@ -83,20 +92,26 @@ def contour_trajectories(
     *,
     title: str | None = None,
     legend: bool = True,
+    colors: Sequence[str] | None = None,
 ) -> Figure:
-    """Contours of ``loss`` with each discrete path (solid, markers) and its ODE flow (dashed, same colour)."""
+    """Contours of ``loss`` with each discrete path (solid, markers) and its ODE flow (dashed, same colour).
+
+    Draws on ``ax`` when given (and returns its figure); ``colors`` overrides the colour of each
+    trajectory (default: the Okabe–Ito palette by position).
+    """
     fig, ax = _new_axes(ax, (9.0, 6.0))
     _draw_contours(ax, loss)
-    for i, traj in enumerate(trajectories):
+    for traj, (color, marker) in zip(trajectories, _styles(len(trajectories), colors)):
         path = traj.iterates
-        every = max(1, traj.steps // 25)
-        ax.plot(path[:, 0], path[:, 1], color=colour(i), lw=1.6, marker=_MARKERS[i % len(_MARKERS)], ms=4,
-                markevery=every, label=traj.label + (" diverged" if traj.diverged_at is not None else ""), zorder=3)
+        label = traj.label + (f", diverged at step {traj.diverged_at}" if traj.diverged_at is not None else "")
+        ax.plot(path[:, 0], path[:, 1], color=color, lw=1.3, alpha=0.9, marker=marker, ms=4,
+                markevery=max(1, traj.steps // 25), label=label, zorder=3)
         if show_flow and traj.flow_iterates is not None:
-            ax.plot(traj.flow_iterates[:, 0], traj.flow_iterates[:, 1], color=colour(i), lw=1.8, ls="--", zorder=4)
+            ax.plot(traj.flow_iterates[:, 0], traj.flow_iterates[:, 1], color=color, lw=2.0, ls="--", zorder=4)
     ax.set_title(title if title is not None else (loss.title or loss.name))
     if legend:
-        handles = ax.get_legend_handles_labels()[0] + _legend_extras(show_flow and any(t.flow_iterates is not None for t in trajectories))
+        drawn_flow = show_flow and any(t.flow_iterates is not None for t in trajectories)
+        handles = ax.get_legend_handles_labels()[0] + legend_extras(drawn_flow)
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
     return fig
 
@@ -110,18 +125,20 @@ def loss_curves(
     show_flow: bool = True,
     title: str | None = None,
     legend: bool = True,
+    colors: Sequence[str] | None = None,
 ) -> Figure:
     """Loss against step number (``x="step"``) or ODE time (``x="time"``), flows dashed.
 
-    With ``loss`` given, plots the gap L − L* on a log axis; otherwise L itself (log axis when
-    every value is positive).
+    With ``loss`` given, plots the gap L − L* on a log axis (floored at 1e-16, round-off level);
+    otherwise L itself (on a log axis when every value is positive). Time is on a symlog axis:
+    the optimizers' clocks h differ by orders of magnitude (h = lr or √lr).
     """
     if x not in ("step", "time"):
         raise ValueError(f"x must be 'step' or 'time', got {x!r}")
     fig, ax = _new_axes(ax, (7.5, 4.5))
     offset = loss.minimum if loss is not None else 0.0
     positive = True
-    for i, traj in enumerate(trajectories):
+    for traj, (color, _) in zip(trajectories, _styles(len(trajectories), colors)):
         abscissa = np.arange(traj.steps + 1) if x == "step" else traj.times
         curves = [(traj.losses, "-", traj.label)]
         if show_flow and traj.flow_losses is not None:
@@ -129,12 +146,15 @@ def loss_curves(
         for values, style, label in curves:
             gap = values - offset
             positive &= bool(np.all(gap[np.isfinite(gap)] > 0))
-            ax.plot(abscissa, gap, color=colour(i), ls=style, lw=1.6, label=label)
+            if loss is not None:
+                gap = np.maximum(gap, 1e-16)
+            ax.plot(abscissa, gap, color=color, ls=style, lw=1.5, label=label)
     if loss is not None or positive:
         ax.set_yscale("log")
     if x == "time":
         ax.set_xscale("symlog", linthresh=_smallest_step(trajectories))
-    ax.set_xlabel("step k" if x == "step" else "ODE time t = k·h  (symlog)")
+        ax.set_xlim(left=0)
+    ax.set_xlabel("step k" if x == "step" else "ODE time t = k·h  (symlog axis)")
     ax.set_ylabel("L(θ) − L*" if loss is not None else "L(θ)")
     ax.grid(True, which="major", alpha=0.3)
     ax.set_title(title if title is not None else ("loss" if loss is None else loss.title or loss.name))
@@ -154,24 +174,25 @@ def race_animation(
     trajectories: Sequence[Trajectory],
     path: str | Path,
     *,
-    frames: int = 60,
-    fps: int = 12,
-    dpi: int = 80,
+    frames: int = 50,
+    fps: int = 10,
+    dpi: int = 70,
+    colors: Sequence[str] | None = None,
 ) -> Path:
-    """Write a GIF of the trajectories advancing step by step together; returns the path."""
+    """Write a GIF of the trajectories advancing step by step together (at most ``frames`` frames)."""
     from matplotlib.animation import PillowWriter
 
     path = Path(path)
     steps = max(t.steps for t in trajectories)
-    fig, ax = _new_axes(None, (8.0, 5.5))
+    fig, ax = _new_axes(None, (8.0, 5.0))
     _draw_contours(ax, loss)
     trails, heads = [], []
-    for i, traj in enumerate(trajectories):
-        (trail,) = ax.plot([], [], color=colour(i), lw=1.6, label=traj.label)
-        (head,) = ax.plot([], [], color=colour(i), marker=_MARKERS[i % len(_MARKERS)], ms=9, mec="black", ls="none")
+    for traj, (color, marker) in zip(trajectories, _styles(len(trajectories), colors)):
+        (trail,) = ax.plot([], [], color=color, lw=1.4, label=traj.label)
+        (head,) = ax.plot([], [], color=color, marker=marker, ms=9, mec="white", ls="none", zorder=6)
         trails.append(trail)
         heads.append(head)
-    ax.legend(handles=trails + _legend_extras(False), loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
+    ax.legend(handles=trails + legend_extras(False), loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
     ticks = np.unique(np.linspace(0, steps, min(frames, steps + 1)).round().astype(int))
     writer = PillowWriter(fps=fps)
     with writer.saving(fig, str(path), dpi=dpi):

@@ -148,7 +148,6 @@ class SpecOptimizer(torch.optim.Optimizer):
         """Create missing state and bucket params by (device, dtype, step count)."""
         hp = self._hyper(group)
         names = self.spec.state(hp)
-        buckets: dict[tuple, list[torch.Tensor]] = {}
         for p in params:
             state = self.state[p]
             if "step" not in state:
@@ -156,7 +155,11 @@ class SpecOptimizer(torch.optim.Optimizer):
             for name in names:
                 if name not in state:
                     state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            buckets.setdefault((p.device, p.dtype, float(state["step"])), []).append(p)
+        # one read of all step counters (CPU tensors, as in torch.optim), not one per parameter
+        counts = torch.stack([self.state[p]["step"].float() for p in params]).tolist() if params else []
+        buckets: dict[tuple, list[torch.Tensor]] = {}
+        for p, count in zip(params, counts):
+            buckets.setdefault((p.device, p.dtype, count), []).append(p)
         return [(hp, names, params, key[2] + 1) for key, params in buckets.items()]
 
     def _compute(self, hp: SimpleNamespace, names: tuple[str, ...], params: list[torch.Tensor], t: float):

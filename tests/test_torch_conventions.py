@@ -1,0 +1,335 @@
+"""dynopt.torch behaves like a torch.optim optimizer: param groups, state names, state_dict,
+lr schedulers, closures, None gradients, dtypes, Tensor lr, multi-tensor execution."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import dynopt
+import dynopt.torch
+
+torch.set_num_threads(1)
+
+ZOO = {
+    "SGD": (dynopt.torch.SGD, lambda ps, **kw: torch.optim.SGD(ps, **kw), {}),
+    "Momentum": (dynopt.torch.Momentum, lambda ps, **kw: torch.optim.SGD(ps, **kw), {"momentum": 0.9}),
+    "Nesterov": (dynopt.torch.Nesterov, lambda ps, **kw: torch.optim.SGD(ps, nesterov=True, **kw), {"momentum": 0.9}),
+    "RMSprop": (dynopt.torch.RMSprop, lambda ps, **kw: torch.optim.RMSprop(ps, **kw), {"alpha": 0.9, "momentum": 0.5, "centered": True}),
+    "Adam": (dynopt.torch.Adam, lambda ps, **kw: torch.optim.Adam(ps, **kw), {"betas": (0.8, 0.99)}),
+}
+NAMES = sorted(ZOO)
+
+
+def test_every_registered_spec_has_a_torch_class():
+    assert {getattr(dynopt.torch, name).spec.name for name in ZOO} == set(dynopt.REGISTRY)
+
+
+def model(seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).to(dtype)
+    data = torch.randn(16, 4, dtype=dtype), torch.randn(16, 1, dtype=dtype)
+    return net, data
+
+
+def loss_of(net, data):
+    x, y = data
+    return ((net(x) - y) ** 2).mean()
+
+
+def train(net, data, opt, steps, scheduler=None, closure=False):
+    losses = []
+    for _ in range(steps):
+        def step_closure():
+            opt.zero_grad()
+            loss = loss_of(net, data)
+            loss.backward()
+            return loss
+        if closure:
+            losses.append(float(opt.step(step_closure).detach()))
+        else:
+            losses.append(float(step_closure().detach()))
+            opt.step()
+        if scheduler is not None:
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(losses[-1])
+            else:
+                scheduler.step()
+    return losses
+
+
+def params_of(net):
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def assert_same(a, b, rtol=1e-12):
+    """max |x − y| / max |y| per tensor (the tolerance of issue #2, relative to each tensor's scale)."""
+    for x, y in zip(a, b):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        scale = float(y.abs().max())
+        assert float((x - y).abs().max()) <= rtol * scale, f"{float((x - y).abs().max())} > {rtol} * {scale}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_param_groups_with_their_own_hyperparameters(name):
+    mine_cls, ref, kw = ZOO[name]
+    results = []
+    for make in (mine_cls, ref):
+        net, data = model()
+        groups = [{"params": net[0].parameters(), "lr": 0.05}, {"params": net[2].parameters(), "weight_decay": 0.1}]
+        train(net, data, make(groups, lr=0.01, **kw), 30)
+        results.append(params_of(net))
+    assert_same(*results)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_group_at_tiny_lr_does_not_move(name):
+    mine_cls, _, kw = ZOO[name]
+    net, data = model()
+    frozen = params_of(net[2])
+    opt = mine_cls([{"params": net[0].parameters()}, {"params": net[2].parameters(), "lr": 1e-28}], lr=0.01, **kw)
+    train(net, data, opt, 10)
+    assert_same(params_of(net[2]), frozen, rtol=1e-15)
+    assert not torch.equal(params_of(net[0])[0], model()[0][0].weight)
+
+
+EXPECTED_STATE = {
+    "SGD": {"step"},
+    "Momentum": {"step", "momentum_buffer"},
+    "Nesterov": {"step", "momentum_buffer"},
+    "RMSprop": {"step", "square_avg", "grad_avg", "momentum_buffer"},
+    "Adam": {"step", "exp_avg", "exp_avg_sq"},
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_uses_torch_names(name):
+    mine_cls, ref, kw = ZOO[name]
+    net, data = model()
+    opt = mine_cls(net.parameters(), lr=0.01, **kw)
+    train(net, data, opt, 3)
+    for p in net.parameters():
+        assert set(opt.state[p]) == EXPECTED_STATE[name]
+        assert opt.state[p]["step"].dim() == 0 and float(opt.state[p]["step"]) == 3
+    net2, data2 = model()
+    ref_opt = ref(net2.parameters(), lr=0.01, **kw)
+    train(net2, data2, ref_opt, 3)
+    torch_keys = set(ref_opt.state[next(net2.parameters())])
+    assert torch_keys - {"step"} <= EXPECTED_STATE[name]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_round_trip_continues_bit_identically(name):
+    mine_cls, _, kw = ZOO[name]
+    net, data = model()
+    opt = mine_cls(net.parameters(), lr=0.01, **kw)
+    train(net, data, opt, 10)
+    clone = copy.deepcopy(net)
+    opt2 = mine_cls(clone.parameters(), lr=0.5, **kw)  # overwritten by load_state_dict
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    opt2.load_state_dict(torch.load(buffer, weights_only=True))
+    assert opt2.param_groups[0]["lr"] == 0.01
+    for _ in range(5):
+        train(net, data, opt, 1)
+        train(clone, data, opt2, 1)
+        for a, b in zip(net.parameters(), clone.parameters()):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loads_torch_optim_state_dict(name):
+    """A checkpoint of the torch.optim counterpart loads and continues identically."""
+    mine_cls, ref, kw = ZOO[name]
+    net, data = model()
+    ref_opt = ref(net.parameters(), lr=0.01, **kw)
+    train(net, data, ref_opt, 10)
+    clone = copy.deepcopy(net)
+    state = copy.deepcopy(ref_opt.state_dict())
+    for group in state["param_groups"]:  # keep only the hyperparameters dynopt knows
+        for key in [k for k in group if k not in mine_cls.spec.defaults and k != "params"]:
+            del group[key]
+    for entry in state["state"].values():  # torch.optim.SGD keeps no step counter
+        entry.setdefault("step", torch.tensor(10.0))
+    mine = mine_cls(clone.parameters(), lr=0.01, **kw)
+    mine.load_state_dict(state)
+    train(net, data, ref_opt, 5)
+    train(clone, data, mine, 5)
+    assert_same(params_of(net), params_of(clone))
+
+
+SCHEDULERS = {
+    "StepLR": lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5),
+    "MultiStepLR": lambda o: torch.optim.lr_scheduler.MultiStepLR(o, milestones=[2, 5], gamma=0.3),
+    "ConstantLR": lambda o: torch.optim.lr_scheduler.ConstantLR(o, factor=0.5, total_iters=4),
+    "LinearLR": lambda o: torch.optim.lr_scheduler.LinearLR(o, start_factor=0.2, total_iters=5),
+    "ExponentialLR": lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.9),
+    "PolynomialLR": lambda o: torch.optim.lr_scheduler.PolynomialLR(o, total_iters=8, power=2.0),
+    "CosineAnnealingLR": lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=6),
+    "CosineAnnealingWarmRestarts": lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=3),
+    "LambdaLR": lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda k: 1 / (1 + k)),
+    "MultiplicativeLR": lambda o: torch.optim.lr_scheduler.MultiplicativeLR(o, lambda k: 0.95),
+    "CyclicLR": lambda o: torch.optim.lr_scheduler.CyclicLR(o, 0.001, 0.05, step_size_up=3, cycle_momentum=False),
+    "OneCycleLR": lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.05, total_steps=12),
+    "ReduceLROnPlateau": lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, patience=0, factor=0.5, threshold=0.5),
+    "SequentialLR": lambda o: torch.optim.lr_scheduler.SequentialLR(
+        o, [torch.optim.lr_scheduler.ConstantLR(o, factor=0.5, total_iters=2), torch.optim.lr_scheduler.ExponentialLR(o, 0.9)], milestones=[2]),
+    "ChainedScheduler": lambda o: torch.optim.lr_scheduler.ChainedScheduler(
+        [torch.optim.lr_scheduler.ConstantLR(o, factor=0.5, total_iters=2), torch.optim.lr_scheduler.ExponentialLR(o, 0.9)]),
+}
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+@pytest.mark.parametrize("name", ["Momentum", "Adam"])  # OneCycleLR also cycles 'momentum' / 'betas'
+def test_every_lr_scheduler_matches_torch_optim(name, scheduler):
+    mine_cls, ref, kw = ZOO[name]
+    results = []
+    for make in (mine_cls, ref):
+        net, data = model()
+        opt = make(net.parameters(), lr=0.01, **kw)
+        sched = SCHEDULERS[scheduler](opt)
+        train(net, data, opt, 12, scheduler=sched)
+        results.append((params_of(net), opt.param_groups[0]["lr"]))
+    assert_same(results[0][0], results[1][0])
+    assert results[0][1] == results[1][1]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_closure_returns_loss_and_matches_plain_loop(name):
+    mine_cls, _, kw = ZOO[name]
+    net, data = model()
+    losses = train(net, data, mine_cls(net.parameters(), lr=0.01, **kw), 5, closure=True)
+    net2, data2 = model()
+    losses2 = train(net2, data2, mine_cls(net2.parameters(), lr=0.01, **kw), 5)
+    assert losses == losses2
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_params_without_grad_are_skipped(name):
+    mine_cls, ref, kw = ZOO[name]
+    results = []
+    for make in (mine_cls, ref):
+        net, data = model()
+        opt = make(net.parameters(), lr=0.01, **kw)
+        for step in range(6):
+            opt.zero_grad()
+            loss_of(net, data).backward()
+            if step in (2, 3):
+                net[2].weight.grad = None  # frozen for two steps
+            opt.step()
+        results.append(params_of(net))
+        if make is mine_cls:
+            assert float(opt.state[net[2].weight]["step"]) == 4
+            assert float(opt.state[net[0].weight]["step"]) == 6
+    assert_same(*results)
+    net, _ = model()
+    before = params_of(net)
+    opt = mine_cls(net.parameters(), lr=0.01, **kw)
+    opt.step()  # no gradients at all: nothing moves, no state is created
+    assert_same(params_of(net), before, rtol=0)
+    assert len(opt.state) == 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_low_precision_dtypes_match_torch_optim(name, dtype):
+    mine_cls, ref, kw = ZOO[name]
+    results = []
+    for make in (mine_cls, ref):
+        net, data = model(dtype=dtype)
+        opt = make(net.parameters(), lr=0.01, **kw)
+        train(net, data, opt, 20)
+        assert all(opt.state[p][k].dtype == p.dtype for p in net.parameters() for k in opt.state[p] if k != "step")
+        results.append(params_of(net))
+    # float32: rounding-level differences; bfloat16 has 8 mantissa bits (relative spacing 2^-8)
+    tol = 1e-5 if dtype == torch.float32 else 2**-6
+    for a, b in zip(*results):
+        assert a.dtype == dtype
+        assert float((a.double() - b.double()).abs().max() / b.double().abs().max()) <= tol
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tensor_lr_equals_float_lr(name):
+    mine_cls, _, kw = ZOO[name]
+    results = []
+    for lr in (0.01, torch.tensor(0.01, dtype=torch.float64)):
+        net, data = model()
+        train(net, data, mine_cls(net.parameters(), lr=lr, **kw), 10)
+        results.append(params_of(net))
+    assert_same(*results)
+
+
+class CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_step_is_multi_tensor(name):
+    """The number of dispatched ops per step does not grow with the number of parameters."""
+    mine_cls, _, kw = ZOO[name]
+    counts = []
+    for n in (3, 30):
+        params = [torch.randn(4, requires_grad=True) for _ in range(n)]
+        for p in params:
+            p.grad = torch.randn(4)
+        opt = mine_cls(params, lr=0.01, **kw)
+        opt.step()
+        with CountOps() as counter:
+            opt.step()
+        counts.append(sum(counter.ops.values()))
+        assert any(op.startswith("aten._foreach") for op in counter.ops)
+    assert counts[0] == counts[1]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deepcopy_pickle_and_print(name):
+    mine_cls, _, kw = ZOO[name]
+    net, data = model()
+    opt = mine_cls(net.parameters(), lr=0.01, **kw)
+    train(net, data, opt, 2)
+    twin = copy.deepcopy(opt)
+    assert type(twin) is type(opt) and twin.param_groups[0]["lr"] == 0.01
+    assert type(pickle.loads(pickle.dumps(opt))) is type(opt)
+    text = repr(opt)
+    assert text.startswith(name) and "lr: 0.01" in text
+
+
+def test_goes_right_direction_and_maximize():
+    for name in NAMES:
+        mine_cls, _, kw = ZOO[name]
+        for maximize in (False, True):
+            w = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+            opt = mine_cls([w], lr=0.01, maximize=maximize, **kw)
+            values = []
+            for _ in range(20):
+                opt.zero_grad()
+                loss = (w**2).sum()
+                loss.backward()
+                values.append(float(loss))
+                opt.step()
+            assert (values[-1] > values[0]) == maximize, name
+
+
+def test_signature_and_docs_come_from_the_spec():
+    import inspect
+
+    sig = inspect.signature(dynopt.torch.RMSprop)
+    assert list(sig.parameters)[:3] == ["params", "lr", "alpha"]
+    assert sig.parameters["lr"].default == dynopt.rmsprop.defaults["lr"] == torch.optim.RMSprop([torch.zeros(1)]).defaults["lr"]
+    assert "ODE" in dynopt.torch.RMSprop.__doc__
+    assert np.isclose(dynopt.torch.Momentum([torch.zeros(1)]).defaults["momentum"], 0.9)
