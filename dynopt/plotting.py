@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.colors import LogNorm
+from matplotlib import colormaps
+from matplotlib.colors import ListedColormap, LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -26,6 +27,8 @@ __all__ = ["OKABE_ITO", "colour", "contour_trajectories", "loss_curves", "race_a
 # and vermillion are not both among them); yellow last: it reads poorly on white.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#000000", "#D55E00", "#56B4E9", "#F0E442")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+# white (low loss) to mid grey (high loss): a quiet background under the coloured paths
+_BACKGROUND = ListedColormap(colormaps["Greys"](np.linspace(0.0, 0.4, 256)), name="dynopt_background")
 
 
 def colour(index: int) -> str:
@@ -56,15 +59,15 @@ def _draw_contours(ax: Axes, loss: ToyLoss, resolution: int = 300) -> None:
         gap = values - loss.minimum
         low = max(np.percentile(gap, 0.5), 1e-3 * np.median(gap), 1e-12)
         levels = np.logspace(np.log10(low), np.log10(gap.max()), 25)
-        ax.contourf(xs, ys, np.maximum(gap, low), levels=levels, norm=LogNorm(), cmap="Greys", alpha=0.4)
-        ax.contour(xs, ys, gap, levels=levels, colors="0.45", linewidths=0.4)
+        ax.contourf(xs, ys, np.maximum(gap, low), levels=levels, norm=LogNorm(), cmap=_BACKGROUND)
+        ax.contour(xs, ys, gap, levels=levels, colors="0.5", linewidths=0.35)
     else:
         levels = np.linspace(values.min(), values.max(), 25)
-        ax.contourf(xs, ys, values, levels=levels, cmap="Greys", alpha=0.4)
-        ax.contour(xs, ys, values, levels=levels, colors="0.45", linewidths=0.4)
+        ax.contourf(xs, ys, values, levels=levels, cmap=_BACKGROUND)
+        ax.contour(xs, ys, values, levels=levels, colors="0.5", linewidths=0.35)
     mx, my = np.array(loss.minimizers).T
     ax.plot(mx, my, ls="none", marker="*", ms=15, mfc="white", mec="black", mew=1.2, zorder=5)
-    ax.plot(*loss.start, ls="none", marker="o", ms=8, mfc="black", mec="white", zorder=5)
+    ax.plot(*loss.start, ls="none", marker="o", ms=8, mfc="white", mec="black", mew=1.5, zorder=5)
     ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="x", ylabel="y", aspect="equal" if _square(loss) else "auto")
 
 
@@ -77,7 +80,7 @@ def legend_extras(show_flow: bool) -> list[Line2D]:
     """Legend entries for the minimizer and start markers, and the dashed flow line."""
     handles = [
         Line2D([], [], ls="none", marker="*", ms=12, mfc="white", mec="black", label="minimizer"),
-        Line2D([], [], ls="none", marker="o", ms=7, mfc="black", mec="white", label="start"),
+        Line2D([], [], ls="none", marker="o", ms=7, mfc="white", mec="black", mew=1.5, label="start"),
     ]
     if show_flow:
         handles.append(Line2D([], [], color="0.2", ls="--", lw=1.5, label="ODE flow (dashed)"))

@@ -23,8 +23,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
 from dynopt import REGISTRY
 from dynopt.losses import LOSSES
+from dynopt.plotting import colour, contour_trajectories, legend_extras, loss_curves, race_animation
 from dynopt.trajectory import Trajectory, run
 
 from . import base_parser, seed_everything, use_headless_matplotlib
@@ -67,8 +71,8 @@ class Config:
         fixed = "; ".join(f"{name} " + ", ".join(f"{k}={v}" for k, v in hp.items()) for name, hp in self.fixed.items() if hp)
         return (
             f"Fair tuning: each optimizer picks the lr with the lowest final loss from the same {self.grid_size} "
-            f"log-spaced values in [{self.lr_min:.0e}, {self.lr_max:.3g}], horizon {self.steps} steps.\n"
-            f"Fixed: {fixed}. Solid: iterates; dashed: ODE flow at the same times t_k = k·h."
+            f"log-spaced values in [{self.lr_min:.0e}, {self.lr_max:.3g}], horizon {self.steps} steps (diverged = +inf).\n"
+            f"Fixed: {fixed}.\nSolid: discrete iterates; dashed: the spec's ODE flow sampled at the same times t_k = k·h."
         )
 
 
@@ -87,42 +91,66 @@ def tune(cfg: Config, loss: str, optimizer: str, progress) -> tuple[Trajectory, 
     return chosen, finals
 
 
-def save_figures(cfg: Config, results: dict[str, list[Trajectory]], out: Path) -> list[Path]:
-    from matplotlib.figure import Figure
+def _legend_handles(trajs: list[Trajectory], colors: list[str]) -> list[Line2D]:
+    handles = [Line2D([], [], color=c, lw=2, label=t.name) for t, c in zip(trajs, colors)]
+    return handles + legend_extras(True)
 
-    from dynopt.plotting import contour_trajectories, loss_curves, race_animation
 
-    written = []
-    for name, trajs in results.items():
-        fig = contour_trajectories(LOSSES[name], trajs)
-        fig.text(0.01, 0.0, cfg.budget_text(), fontsize=7.5, va="bottom", ha="left", wrap=True)
-        fig.get_layout_engine().set(rect=(0, 0.07, 1, 0.93))
-        written.append(out / f"{name}.png")
-        fig.savefig(written[-1], dpi=110)
+def trajectory_figure(cfg: Config, name: str, trajs: list[Trajectory]) -> Figure:
+    """All tuned paths on one panel, then one panel per optimizer with its ODE flow."""
+    loss, colors = LOSSES[name], [colour(i) for i in range(len(trajs))]
+    cols = 3
+    rows = math.ceil((len(trajs) + 1) / cols)
+    fig = Figure(figsize=(5.0 * cols + 1.8, 4.3 * rows + 1.0), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    contour_trajectories(loss, trajs, ax=axes[0], show_flow=False, legend=False, colors=colors,
+                         title="all optimizers (iterates only)")
+    for ax, traj, color in zip(axes[1:], trajs, colors):
+        note = f", diverged at step {traj.diverged_at}" if traj.diverged_at is not None else ""
+        title = f"{traj.name}: lr={traj.hyper['lr']:.3g}, h={traj.times[1]:.3g}, t_end={traj.times[-1]:.3g}{note}"
+        contour_trajectories(loss, [traj], ax=ax, legend=False, colors=[color], title=title)
+    for ax in axes[len(trajs) + 1:]:
+        ax.set_visible(False)
+    fig.legend(handles=_legend_handles(trajs, colors), loc="outside right upper")
+    fig.suptitle(f"{loss.title}: tuned discrete iterates (solid) and their ODE flows (dashed)", fontsize="x-large")
+    _footnote(fig, cfg)
+    return fig
 
+
+def loss_figure(cfg: Config, results: dict[str, list[Trajectory]]) -> Figure:
+    """L − L* against ODE time, one panel per loss."""
     cols = 2 if len(results) <= 4 else 3
     rows = math.ceil(len(results) / cols)
-    fig = Figure(figsize=(5.2 * cols, 3.8 * rows + 0.8), layout="constrained")
+    fig = Figure(figsize=(5.5 * cols + 1.5, 3.9 * rows + 1.2), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, (name, trajs) in zip(axes, results.items()):
         loss_curves(trajs, x="time", loss=LOSSES[name], ax=ax, legend=False, title=LOSSES[name].title)
     for ax in axes[len(results):]:
         ax.set_visible(False)
     first = next(iter(results.values()))
-    handles = axes[0].get_legend_handles_labels()[0]
-    from matplotlib.lines import Line2D
+    colors = [colour(i) for i in range(len(first))]
+    handles = [Line2D([], [], color=c, lw=2, label=t.name) for t, c in zip(first, colors)]
+    handles.append(Line2D([], [], color="0.2", ls="--", label="ODE flow"))
+    fig.legend(handles=handles, loc="outside right upper")
+    fig.suptitle("Loss gap against ODE time t = k·h, lr tuned per optimizer and loss", fontsize="x-large")
+    _footnote(fig, cfg)
+    return fig
 
-    names = [t.name for t in first] + ["ODE flow (dashed)"]
-    handles = handles[: len(first)] + [Line2D([], [], color="0.2", ls="--")]
-    fig.legend(handles, names, loc="outside upper center", ncols=len(names), fontsize="small")
-    fig.suptitle("Loss gap L − L* against ODE time, tuned lr per optimizer and loss")
-    fig.text(0.01, 0.0, cfg.budget_text(), fontsize=7.5, va="bottom", ha="left")
-    fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
+
+def _footnote(fig: Figure, cfg: Config) -> None:
+    fig.supxlabel(cfg.budget_text(), x=0.01, ha="left", fontsize=9)
+
+
+def save_figures(cfg: Config, results: dict[str, list[Trajectory]], out: Path) -> list[Path]:
+    written = []
+    for name, trajs in results.items():
+        written.append(out / f"{name}.png")
+        trajectory_figure(cfg, name, trajs).savefig(written[-1], dpi=100)
     written.append(out / "loss_vs_time.png")
-    fig.savefig(written[-1], dpi=110)
-
+    loss_figure(cfg, results).savefig(written[-1], dpi=100)
     if cfg.race_loss in results:
-        written.append(race_animation(LOSSES[cfg.race_loss], results[cfg.race_loss], out / f"race_{cfg.race_loss}.gif"))
+        colors = [colour(i) for i in range(len(results[cfg.race_loss]))]
+        written.append(race_animation(LOSSES[cfg.race_loss], results[cfg.race_loss], out / f"race_{cfg.race_loss}.gif", colors=colors))
     return written
 
 

@@ -12,3 +12,18 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 jax.config.update("jax_enable_x64", True)
+
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A skipped test is a failure here: every torch, JAX and notebook test must run."""
+    if _skipped and exitstatus == 0:
+        print(f"\n{len(_skipped)} test(s) skipped, which this project treats as a failure: {_skipped[:5]}")
+        session.exitstatus = 1

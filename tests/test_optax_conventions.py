@@ -1,0 +1,143 @@
+"""dynopt.jax behaves like an optax transformation: pure, jit-able without recompiling, any
+pytree, dtype-preserving, composable with chain / inject_hyperparams / MultiSteps."""
+
+from __future__ import annotations
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import dynopt
+import dynopt.jax
+
+KWARGS = {"sgd": {}, "momentum": {"momentum": 0.9}, "nesterov": {"momentum": 0.9},
+          "rmsprop": {"momentum": 0.5, "centered": True}, "adam": {}}
+NAMES = sorted(KWARGS)
+
+
+def build(name, lr=0.01, **extra):
+    return getattr(dynopt.jax, name)(lr, **{**KWARGS[name], **extra})
+
+
+def test_every_registered_spec_has_a_jax_factory():
+    assert {getattr(dynopt.jax, n).__name__ for n in NAMES} == {s.jax_name for s in dynopt.REGISTRY.values()}
+
+
+def tree_params(dtype=jnp.float32):
+    return {"w": jnp.arange(6, dtype=dtype).reshape(2, 3) / 7, "b": [jnp.ones(3, dtype), None], "s": jnp.asarray(0.5, dtype)}
+
+
+def loss(params):
+    return jnp.sum(jnp.sin(params["w"]) ** 2) + jnp.sum((params["b"][0] - 2.0) ** 2) + params["s"] ** 4
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jit_does_not_recompile_and_keeps_none_leaves(name):
+    opt = build(name)
+    traces = []
+
+    @jax.jit
+    def step(params, state):
+        traces.append(1)
+        updates, state = opt.update(jax.grad(loss)(params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    params = tree_params()
+    state = opt.init(params)
+    for _ in range(3):
+        params, state = step(params, state)
+    assert len(traces) == 1
+    assert params["b"][1] is None and isinstance(opt.init(tree_params()), tuple)
+    assert int(state.count) == 3
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32, jnp.float64])
+def test_updates_keep_gradient_dtype_and_state_keeps_its_dtype(name, dtype):
+    opt = build(name, weight_decay=0.01)
+    params = tree_params(dtype)
+    state = opt.init(params)
+    grads = jax.grad(loss)(params)
+    updates, new_state = jax.jit(opt.update)(grads, state, params)
+    for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads)):
+        assert u.dtype == g.dtype
+    assert jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(lambda x: x.dtype, state)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_stable_under_lax_cond(name):
+    opt = build(name)
+    params = tree_params()
+    state = opt.init(params)
+    grads = jax.grad(loss)(params)
+    take = jax.jit(lambda flag: jax.lax.cond(flag, lambda s: opt.update(grads, s, params)[1], lambda s: s, state))
+    assert jax.tree.structure(take(True)) == jax.tree.structure(state)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inject_hyperparams_gives_the_same_numbers(name):
+    """Hyperparameters become traced arrays: no Python branching on them is allowed."""
+    plain = build(name, lr=0.02)
+    injected = optax.inject_hyperparams(getattr(dynopt.jax, name))(learning_rate=0.02, **KWARGS[name])
+    params = tree_params(jnp.float64)
+    p1, s1 = params, plain.init(params)
+    p2, s2 = params, injected.init(params)
+    for _ in range(5):
+        u1, s1 = jax.jit(plain.update)(jax.grad(loss)(p1), s1, p1)
+        u2, s2 = jax.jit(injected.update)(jax.grad(loss)(p2), s2, p2)
+        p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert float(s2.hyperparams["learning_rate"]) == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_chain_and_extra_args(name):
+    opt = optax.chain(optax.clip_by_global_norm(1.0), build(name))
+    params = tree_params()
+    state = opt.init(params)
+    updates, _ = opt.update(jax.grad(loss)(params), state, params, value=1.0, unknown_kwarg=3)
+    assert jax.tree.structure(updates) == jax.tree.structure(params)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_multisteps_accumulates(name):
+    opt = optax.MultiSteps(build(name), every_k_schedule=3)
+    params = tree_params()
+    state = opt.init(params)
+    updates, state = opt.update(jax.grad(loss)(params), state, params)
+    assert all(float(jnp.abs(u).max()) == 0.0 for u in jax.tree.leaves(updates))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_converges_on_parabola_and_rosenbrock(name):
+    """optax's alias_test targets: parabola minimum at (1, −1, 1); Rosenbrock at (1, 1)."""
+    lr = {"sgd": 1e-3, "momentum": 1e-3, "nesterov": 1e-3, "rmsprop": 2e-3, "adam": 5e-3}[name]
+    targets = {
+        "parabola": (lambda p: jnp.sum((p - jnp.array([1.0, -1.0, 1.0])) ** 2), jnp.array([-1.0, 10.0, 1.0]), jnp.array([1.0, -1.0, 1.0])),
+        "rosenbrock": (lambda p: (1 - p[0]) ** 2 + 100 * (p[1] - p[0] ** 2) ** 2, jnp.zeros(2), jnp.ones(2)),
+    }
+    opt = getattr(dynopt.jax, name)(lr, **({"momentum": 0.9} if name in ("momentum", "nesterov") else {}))
+    for fn, start, optimum in targets.values():
+        @jax.jit
+        def run(params):
+            def body(_, carry):
+                p, s = carry
+                u, s = opt.update(jax.grad(fn)(p), s, p)
+                return optax.apply_updates(p, u), s
+            return jax.lax.fori_loop(0, 10_000, body, (params, opt.init(params)))[0]
+
+        np.testing.assert_allclose(run(start), optimum, rtol=3e-2, atol=3e-2)
+
+
+def test_factory_signature_is_explicit():
+    sig = inspect.signature(dynopt.jax.rmsprop)
+    assert list(sig.parameters)[:2] == ["learning_rate", "alpha"]
+    assert sig.parameters["learning_rate"].default is inspect.Parameter.empty
+    assert {k: p.default for k, p in sig.parameters.items() if k != "learning_rate"} == {
+        k: v for k, v in dynopt.rmsprop.defaults.items() if k != "lr"}
+    assert "ODE" in dynopt.jax.rmsprop.__doc__
