@@ -81,8 +81,8 @@ def _quadratic_grad(xp, x, y):
 
 quadratic = ToyLoss(
     "quadratic", _quadratic_value, _quadratic_grad,
-    minimizers=((0.0, 0.0),), minimum=0.0, start=(-2.0, 1.5), bounds=((-2.5, 2.5), (-2.0, 2.0)),
-    title="Rotated quadratic, condition number 25",
+    minimizers=((0.0, 0.0),), minimum=0.0, start=(-2.0, 1.5), bounds=((-3.0, 3.0), (-2.5, 2.5)),
+    log_contours=True, title="Rotated quadratic, condition number 25",
 )
 
 
@@ -156,7 +156,7 @@ himmelblau = ToyLoss(
         (-3.779310253377747, -3.2831859912861696),
         (3.5844283403304917, -1.8481265269644036),
     ),
-    minimum=0.0, start=(-0.2, -0.6), bounds=((-5.0, 5.0), (-5.0, 5.0)),
+    minimum=0.0, start=(0.0, 0.0), bounds=((-6.0, 6.0), (-6.0, 6.0)),
     log_contours=True, title="Himmelblau  (x² + y − 11)² + (x + y² − 7)²",
 )
 
@@ -197,7 +197,7 @@ def _saddle_grad(xp, x, y):
 
 saddle = ToyLoss(
     "saddle", _saddle_value, _saddle_grad,
-    minimizers=((0.0, 1.0), (0.0, -1.0)), minimum=-0.25, start=(1.8, 0.02), bounds=((-2.0, 2.0), (-1.6, 1.6)),
+    minimizers=((0.0, 1.0), (0.0, -1.0)), minimum=-0.25, start=(1.8, 0.02), bounds=((-2.0, 2.0), (-2.0, 2.0)),
     title="Saddle  x²/2 − y²/2 + y⁴/4",
 )
 

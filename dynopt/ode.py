@@ -39,23 +39,22 @@ class Flow:
 
     times: np.ndarray
     params: list[np.ndarray]
-    state: dict[str, list[np.ndarray]]
+    state: dict[str, Any]  # state variables: lists of (len(times), *shape) arrays; scalars: (len(times),)
     nfev: int
 
 
 class _Layout:
-    """Packs lists of arrays (params, then each state variable) into one flat vector and back."""
+    """Packs groups of arrays (params, each state variable, each scalar) into one vector and back."""
 
-    def __init__(self, shapes: Sequence[tuple[int, ...]], fields: Sequence[str]):
-        self.shapes, self.fields = list(shapes), list(fields)
-        self.sizes = [int(np.prod(s)) for s in shapes]
-        self.block = sum(self.sizes)
+    def __init__(self, groups: Sequence[Sequence[np.ndarray]]):
+        self.shapes = [[np.shape(x) for x in group] for group in groups]
 
     def split(self, flat: np.ndarray) -> list[list[np.ndarray]]:
         groups, offset = [], 0
-        for _ in range(1 + len(self.fields)):
+        for shapes in self.shapes:
             leaves = []
-            for shape, size in zip(self.shapes, self.sizes):
+            for shape in shapes:
+                size = int(np.prod(shape))
                 leaves.append(flat[offset : offset + size].reshape(shape))
                 offset += size
             groups.append(leaves)
@@ -63,7 +62,7 @@ class _Layout:
 
     @staticmethod
     def join(groups: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
-        return np.concatenate([np.ravel(x) for leaves in groups for x in leaves]) if groups else np.zeros(0)
+        return np.concatenate([np.ravel(x) for leaves in groups for x in leaves])
 
 
 def flow(
@@ -85,27 +84,38 @@ def flow(
         grad_fn: maps a list of float64 arrays θ to the list ∇L(θ).
         params: the initial θ (list of arrays).
         steps: the flow is returned at ``times(spec, hyper, steps)``.
-        state: initial state variables; zeros (the discrete optimizer's start) by default.
+        state: initial values of some state variables (lists of arrays) or scalars; the others
+            start where the discrete optimizer starts (``spec.initial``, zeros by default).
     """
     spec.validate(hyper)
     hp = spec.namespace(hyper)
-    fields = spec.state(hp)
+    fields, scalars = spec.state(hp), tuple(spec.scalars(hp))
     theta0 = [np.asarray(p, dtype=np.float64) for p in params]
-    state0 = {f: [np.asarray(x, dtype=np.float64) for x in (state or {}).get(f, [np.zeros_like(p) for p in theta0])] for f in fields}
-    layout = _Layout([p.shape for p in theta0], fields)
+    initial = spec.initial(MATH, hp, MATH.tree(theta0))
+    start = {f: initial[f].leaves for f in fields} | {n: [np.float64(v)] for n, v in spec.scalars(hp).items()}
+    for name, value in (state or {}).items():
+        start[name] = [np.asarray(x, dtype=np.float64) for x in (value if name in fields else [value])]
+    names = fields + scalars
+    y0_groups = [theta0] + [start[n] for n in names]
+    layout = _Layout(y0_groups)
     grid = times(spec, hyper, steps)
 
     def rhs(time: float, y: np.ndarray) -> np.ndarray:
         theta, *values = layout.split(y)
         grads = [np.asarray(g, dtype=np.float64) for g in grad_fn(theta)]
-        current = SimpleNamespace(**{f: MATH.tree(v) for f, v in zip(fields, values)})
+        current = SimpleNamespace(**{f: MATH.tree(v) for f, v in zip(fields, values)},
+                                  **{n: v[0] for n, v in zip(scalars, values[len(fields):])})
         d_theta, d_state = spec.vector_field(MATH, hp, time, MATH.tree(theta), current, MATH.tree(grads))
-        return layout.join([d_theta.leaves] + [d_state[f].leaves for f in fields])
+        rates = [d_state[f].leaves for f in fields] + [[np.asarray(d_state[n], dtype=np.float64)] for n in scalars]
+        return layout.join([d_theta.leaves] + rates)
 
-    y0 = layout.join([theta0] + [state0[f] for f in fields])
+    y0 = layout.join(y0_groups)
     solution = solve_ivp(rhs, (0.0, grid[-1]), y0, method=method, t_eval=grid, rtol=rtol, atol=atol)
     if not solution.success:
         raise RuntimeError(f"the reference flow of {spec.name} failed: {solution.message}")
     samples = [layout.split(column) for column in solution.y.T]
-    stacked = [[np.stack([s[g][i] for s in samples]) for i in range(len(theta0))] for g in range(1 + len(fields))]
-    return Flow(grid, stacked[0], dict(zip(fields, stacked[1:])), solution.nfev)
+    stacked = [[np.stack([sample[g][i] for sample in samples]) for i in range(len(shapes))]
+               for g, shapes in enumerate(layout.shapes)]
+    state_out = {f: stacked[1 + i] for i, f in enumerate(fields)}
+    state_out |= {n: stacked[1 + len(fields) + i][0] for i, n in enumerate(scalars)}
+    return Flow(grid, stacked[0], state_out, solution.nfev)

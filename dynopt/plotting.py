@@ -133,21 +133,22 @@ def loss_curves(
     """Loss against step number (``x="step"``) or ODE time (``x="time"``), flows dashed.
 
     With ``loss`` given, plots the gap L − L* on a log axis (floored at 1e-16, round-off level);
-    otherwise L itself (on a log axis when every value is positive). Time is on a symlog axis:
-    the optimizers' clocks h differ by orders of magnitude (h = lr or √lr).
+    otherwise L itself (on a log axis when every value is positive). Time is on a log axis from
+    the first step (the optimizers' clocks h differ by orders of magnitude: h = lr or √lr).
     """
     if x not in ("step", "time"):
         raise ValueError(f"x must be 'step' or 'time', got {x!r}")
     fig, ax = _new_axes(ax, (7.5, 4.5))
     offset = loss.minimum if loss is not None else 0.0
     positive = True
+    first = 1 if x == "time" else 0  # t = 0 has no place on a log axis
     for traj, (color, _) in zip(trajectories, _styles(len(trajectories), colors)):
-        abscissa = np.arange(traj.steps + 1) if x == "step" else traj.times
+        abscissa = (np.arange(traj.steps + 1) if x == "step" else traj.times)[first:]
         curves = [(traj.losses, "-", traj.label)]
         if show_flow and traj.flow_losses is not None:
             curves.append((traj.flow_losses, "--", None))
         for values, style, label in curves:
-            gap = values - offset
+            gap = values[first:] - offset
             positive &= bool(np.all(gap[np.isfinite(gap)] > 0))
             if loss is not None:
                 gap = np.maximum(gap, 1e-16)
@@ -155,9 +156,8 @@ def loss_curves(
     if loss is not None or positive:
         ax.set_yscale("log")
     if x == "time":
-        ax.set_xscale("symlog", linthresh=_smallest_step(trajectories))
-        ax.set_xlim(left=0)
-    ax.set_xlabel("step k" if x == "step" else "ODE time t = k·h  (symlog axis)")
+        ax.set_xscale("log")
+    ax.set_xlabel("step k" if x == "step" else "ODE time t = k·h  (log axis, k ≥ 1)")
     ax.set_ylabel("L(θ) − L*" if loss is not None else "L(θ)")
     ax.grid(True, which="major", alpha=0.3)
     ax.set_title(title if title is not None else ("loss" if loss is None else loss.title or loss.name))
@@ -165,11 +165,6 @@ def loss_curves(
         extras = [Line2D([], [], color="0.2", ls="--", label="ODE flow")] if show_flow else []
         ax.legend(handles=ax.get_legend_handles_labels()[0] + extras, fontsize="small")
     return fig
-
-
-def _smallest_step(trajectories: Sequence[Trajectory]) -> float:
-    steps = [t.times[1] for t in trajectories if len(t.times) > 1 and t.times[1] > 0]
-    return float(min(steps)) if steps else 1.0
 
 
 def race_animation(

@@ -36,7 +36,10 @@ from types import SimpleNamespace
 from typing import Any, Callable, Mapping
 
 __all__ = [
+    "Check",
     "Hyper",
+    "one_of",
+    "optional_int",
     "Spec",
     "interval",
     "is_static_zero",
@@ -96,13 +99,24 @@ nonnegative = interval(0.0)
 unit_interval = interval(0.0, 1.0)  # [0, 1): momentum, decay rates
 
 
+def one_of(*choices: Any) -> Check:
+    """A static option that takes one of ``choices``."""
+    return Check(lambda value: any(value == c and type(value) is type(c) for c in choices), f"must be one of {choices}")
+
+
+def optional_int() -> Check:
+    """A static option that is an int (an axis) or None."""
+    return Check(lambda value: value is None or (isinstance(value, int) and not isinstance(value, bool)), "must be an int or None")
+
+
 @dataclass(frozen=True)
 class Hyper:
     """One hyperparameter: name, default, meaning, and its validation.
 
-    ``static`` options are Python booleans fixed at construction (a spec may branch on them);
-    numeric ones may be traced values in JAX. ``length`` > 0 declares a tuple of that many numbers
-    (``betas``), each checked against ``check``.
+    ``static`` options are fixed at construction and a spec may branch on them: Python booleans,
+    or, with a ``check`` such as :func:`one_of`, any value the check accepts. Numeric ones may be
+    traced values in JAX. ``length`` > 0 declares a tuple of that many numbers (``betas``), each
+    checked against ``check``.
     """
 
     name: str
@@ -120,8 +134,10 @@ class Hyper:
     def validate(self, value: Any, is_concrete: Callable[[Any], bool]) -> None:
         """Raise ValueError/TypeError naming the argument and value; skip traced or scheduled values."""
         if self.static:
-            if not isinstance(value, bool):
+            if self.check is None and not isinstance(value, bool):
                 raise TypeError(self.message(value, "must be a bool"))
+            if self.check is not None and not self.check.test(value):
+                raise ValueError(self.message(value, self.check.rule))
             return
         items = value
         if self.length:
@@ -149,6 +165,21 @@ LR = "lr"
 class Spec:
     """An optimizer written once: continuous dynamics plus a discretization.
 
+    Optional parts, for optimizers that need them:
+
+    ``initial_state(o, hp, param) -> dict``
+        The state at step 0 as a function of the parameters (default: zeros).
+    ``scalars(hp) -> {name: initial value}``
+        Global scalar state, one value shared by all parameters (a meta-learned step size).
+    ``reductions(o, hp, grad, param, state) -> {name: scalar}``
+        Sums over *all* parameters, computed before the step; every backend adds them up over
+        everything it steps at once (in torch: all param groups) and passes the totals to
+        ``update(..., totals=...)``. Use this, not ``o.dot`` inside ``update``, for a reduction that
+        must span param groups.
+    ``check_param(o, hp, leaf) -> reason or None``
+        Validates one parameter when the optimizer is built (positivity for EG); backends raise
+        ``ValueError`` naming the param group and index.
+
     Attributes:
         name: class-style name (``"Momentum"``); the torch class takes it, the optax factory
             takes ``name.lower()`` unless ``jax_name`` is given.
@@ -173,7 +204,10 @@ class Spec:
     hyper_map: str
     doc: str = ""
     jax_name: str = ""
-    references: tuple[str, ...] = field(default=())
+    initial_state: Callable[..., dict] | None = None
+    scalars: Callable[[SimpleNamespace], dict[str, float]] = field(default=lambda hp: {})
+    reductions: Callable[..., dict] | None = None
+    check_param: Callable[..., str | None] | None = None
 
     def __post_init__(self) -> None:
         names = [h.name for h in self.hyperparams]
@@ -203,6 +237,21 @@ class Spec:
                 raise TypeError(f"{self.name} got an unexpected hyperparameter {name!r}; expected one of {list(known)}")
         for name, value in hp.items():
             known[name].validate(value, is_concrete)
+
+    def initial(self, o, hp: SimpleNamespace, param) -> dict:
+        """The state variables at step 0 (zeros unless the spec says otherwise)."""
+        if self.initial_state is not None:
+            return self.initial_state(o, hp, param)
+        return {name: o.zeros_like(param) for name in self.state(hp)}
+
+    def check_params(self, o, hp: SimpleNamespace, leaves, where: Callable[[int], str]) -> None:
+        """Raise ValueError for the first parameter that ``check_param`` rejects."""
+        if self.check_param is None:
+            return
+        for index, leaf in enumerate(leaves):
+            reason = self.check_param(o, hp, leaf)
+            if reason:
+                raise ValueError(f"{self.name}: invalid {where(index)}: {reason}")
 
     def namespace(self, hp: Mapping[str, Any]) -> SimpleNamespace:
         """Attribute access to hyperparameters, defaults filled in."""

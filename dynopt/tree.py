@@ -157,6 +157,15 @@ class LeafOps:
 
     def where(self, cond, xs, ys) -> list: ...
 
+    def reduce_along(self, op: str, xs, axis) -> list:
+        """Per-leaf ``sum``/``max``/``min`` along ``axis`` (None: the whole leaf), keeping dims."""
+
+    def clip(self, s, low, high): ...
+
+    def leaf_min(self, x) -> float: ...
+
+    def leaf_ndim(self, x) -> int: ...
+
 
 _BINARY: dict[str, Callable[[Any, Any], Any]] = {
     "add": lambda a, b: a + b,
@@ -180,6 +189,7 @@ class ArrayLeafOps(LeafOps):
             "abs": xp.abs,
             "sign": xp.sign,
             "neg": xp.negative,
+            "expm1": xp.expm1,
         }
 
     def _f(self, op):
@@ -217,6 +227,19 @@ class ArrayLeafOps(LeafOps):
     def where(self, cond, xs, ys):
         return [self.xp.where(cond, x, y) for x, y in zip(xs, ys)]
 
+    def reduce_along(self, op, xs, axis):
+        f = {"sum": self.xp.sum, "max": self.xp.max, "min": self.xp.min}[op]
+        return [f(x, axis=axis, keepdims=True) for x in xs]
+
+    def clip(self, s, low, high):
+        return self.xp.clip(s, low, high)
+
+    def leaf_min(self, x):
+        return float(self.xp.min(x)) if x.size else float("inf")
+
+    def leaf_ndim(self, x):
+        return x.ndim
+
 
 class TreeMath:
     """The ``o`` namespace of spec functions: elementwise functions and tree-wide reductions."""
@@ -233,7 +256,7 @@ class TreeMath:
         if x is ZERO and op in ("neg", "sqrt", "abs", "sign"):
             return ZERO
         if _is_number(x):
-            return {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "abs": abs,
+            return {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "abs": abs, "expm1": math.expm1,
                     "neg": lambda v: -v, "sign": lambda v: float((v > 0) - (v < 0))}[op](x)
         return self.ops.scalar(op, x)
 
@@ -251,6 +274,33 @@ class TreeMath:
 
     def sign(self, x):
         return self._unary("sign", x)
+
+    def expm1(self, x):
+        """exp(x) − 1, accurate for small x."""
+        return self._unary("expm1", x)
+
+    def clip(self, x, low, high):
+        """A scalar clipped into [low, high]."""
+        if _is_number(x):
+            return min(max(x, low), high)
+        return self.ops.clip(x, low, high)
+
+    def sum_along(self, x: Tree, axis) -> Tree:
+        """Per-leaf sums along ``axis`` (None: over each whole leaf), broadcastable against ``x``."""
+        return Tree(self.ops.reduce_along("sum", x.leaves, axis), self.ops)
+
+    def max_along(self, x: Tree, axis) -> Tree:
+        return Tree(self.ops.reduce_along("max", x.leaves, axis), self.ops)
+
+    def min_along(self, x: Tree, axis) -> Tree:
+        return Tree(self.ops.reduce_along("min", x.leaves, axis), self.ops)
+
+    def leaf_min(self, leaf) -> float:
+        """The smallest entry of one concrete leaf (for validation, never inside a step)."""
+        return self.ops.leaf_min(leaf)
+
+    def leaf_ndim(self, leaf) -> int:
+        return self.ops.leaf_ndim(leaf)
 
     def maximum(self, a: Tree, b) -> Tree:
         return Tree(self.ops.binary("maximum", a.leaves, b.leaves if isinstance(b, Tree) else b), self.ops)

@@ -320,7 +320,7 @@ def test_goes_right_direction_and_maximize():
                 opt.zero_grad()
                 loss = (w**2).sum()
                 loss.backward()
-                values.append(float(loss))
+                values.append(float(loss.detach()))
                 opt.step()
             assert (values[-1] > values[0]) == maximize, name
 

@@ -23,7 +23,7 @@ MATH = TreeMath(ArrayLeafOps(np))
 
 class OracleState(NamedTuple):
     count: int
-    values: dict[str, list[np.ndarray]]
+    values: dict[str, Any]  # state variables (lists of arrays) and global scalars (floats) by name
 
 
 class NumpyOptimizer:
@@ -32,20 +32,31 @@ class NumpyOptimizer:
     def __init__(self, spec: Spec, hyper: dict[str, Any]):
         spec.validate(hyper, lambda value: not callable(value))  # a schedule lr is checked when called
         self.spec, self.hyper = spec, dict(hyper)
-        self.fields = spec.state(spec.namespace(hyper))
+        self.hp = spec.namespace(hyper)
+        self.fields = spec.state(self.hp)
 
     def init(self, params: Sequence[np.ndarray]) -> OracleState:
-        return OracleState(0, {f: [np.zeros_like(p, dtype=np.float64) for p in params] for f in self.fields})
+        params = [np.asarray(p, dtype=np.float64) for p in params]
+        self.spec.check_params(MATH, self.hp, params, lambda i: f"parameter {i}")
+        initial = self.spec.initial(MATH, self.hp, MATH.tree(params))
+        values = {f: initial[f].leaves for f in self.fields}
+        return OracleState(0, {**values, **{n: np.float64(v) for n, v in self.spec.scalars(self.hp).items()}})
 
     def update(self, grads, state: OracleState, params):
         grads = [np.asarray(g, dtype=np.float64) for g in grads]
         params = [np.asarray(p, dtype=np.float64) for p in params]
         lr = self.hyper[LR]
         hp = self.spec.namespace({**self.hyper, LR: lr(state.count) if callable(lr) else lr})
-        old = SimpleNamespace(**{f: MATH.tree(v) for f, v in state.values.items()})
-        delta, new = self.spec.update(MATH, hp, state.count + 1, MATH.tree(grads), MATH.tree(params), old)
+        scalars = self.spec.scalars(hp)
+        current = SimpleNamespace(**{f: MATH.tree(state.values[f]) for f in self.fields}, **{n: state.values[n] for n in scalars})
+        grad_tree, param_tree = MATH.tree(grads), MATH.tree(params)
+        extra = {}
+        if self.spec.reductions is not None:
+            extra["totals"] = self.spec.reductions(MATH, hp, grad_tree, param_tree, current)
+        delta, new = self.spec.update(MATH, hp, state.count + 1, grad_tree, param_tree, current, **extra)
         updates = [np.zeros_like(g) for g in grads] if delta is ZERO else delta.leaves
         values = {f: [np.zeros_like(g) for g in grads] if new[f] is ZERO else new[f].leaves for f in self.fields}
+        values.update({n: np.float64(new[n]) for n in scalars})
         return updates, OracleState(state.count + 1, values)
 
     def time_step(self) -> float:

@@ -50,12 +50,19 @@ def from_spec(spec: Spec, name: str | None = None) -> Callable[..., optax.Gradie
         spec.validate({LR: learning_rate, **hyper}, _is_concrete)
         static_hp = spec.namespace({LR: learning_rate, **hyper})
         fields = spec.state(static_hp)
-        State = _state_type(spec.name, fields, module)
+        scalars = spec.scalars(static_hp)
+        State = _state_type(spec.name, fields + tuple(scalars), module)
         needs_params = spec.needs_params(static_hp)
 
         def init_fn(params):
-            zeros = lambda: jax.tree.map(jnp.zeros_like, params)  # noqa: E731
-            return State(jnp.zeros([], jnp.int32), *(zeros() for _ in fields))
+            leaves, treedef = jax.tree.flatten(params)
+            if not any(isinstance(x, jax.core.Tracer) for x in leaves):
+                spec.check_params(MATH, static_hp, leaves, lambda i: f"parameter leaf {i}")
+            initial = spec.initial(MATH, static_hp, MATH.tree(leaves))
+            trees = (treedef.unflatten(initial[f].leaves) for f in fields)
+            dtype = jnp.result_type(jnp.float32, *leaves) if leaves else jnp.float32
+            values = (jnp.asarray(v, dtype) for v in scalars.values())
+            return State(jnp.zeros([], jnp.int32), *trees, *values)
 
         def update_fn(updates, state, params=None, **extra_args):
             del extra_args
@@ -69,16 +76,19 @@ def from_spec(spec: Spec, name: str | None = None) -> Callable[..., optax.Gradie
             old = {f: treedef.flatten_up_to(getattr(state, f)) for f in fields}
             lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
             hp = spec.namespace({LR: lr, **hyper})
-            delta, new = spec.update(
-                MATH, hp, state.count + 1, MATH.tree(grads), MATH.tree(leaves),
-                SimpleNamespace(**{f: MATH.tree(v) for f, v in old.items()}),
-            )
+            current = SimpleNamespace(**{f: MATH.tree(v) for f, v in old.items()}, **{n: getattr(state, n) for n in scalars})
+            grad_tree, param_tree = MATH.tree(grads), MATH.tree(leaves)
+            extra = {}
+            if spec.reductions is not None:
+                extra["totals"] = spec.reductions(MATH, hp, grad_tree, param_tree, current)
+            delta, new = spec.update(MATH, hp, state.count + 1, grad_tree, param_tree, current, **extra)
             step = [jnp.zeros_like(g) for g in grads] if delta is ZERO else [d.astype(g.dtype) for d, g in zip(delta.leaves, grads)]
             new_state = []
             for f in fields:
                 value = [jnp.zeros_like(x) for x in old[f]] if new[f] is ZERO else new[f].leaves
                 new_state.append(treedef.unflatten([v.astype(x.dtype) for v, x in zip(value, old[f])]))
-            return treedef.unflatten(step), State(optax.safe_increment(state.count), *new_state)
+            new_scalars = [jnp.asarray(new[n], getattr(state, n).dtype) for n in scalars]
+            return treedef.unflatten(step), State(optax.safe_increment(state.count), *new_state, *new_scalars)
 
         return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -36,8 +36,11 @@ _UNARY = {
     "log": torch._foreach_log,
     "abs": torch._foreach_abs,
     "sign": torch._foreach_sign,
+    "expm1": torch._foreach_expm1,
 }
-_SCALAR = {"sqrt": torch.sqrt, "exp": torch.exp, "log": torch.log, "abs": torch.abs, "sign": torch.sign, "neg": torch.neg}
+_SCALAR = {"sqrt": torch.sqrt, "exp": torch.exp, "log": torch.log, "abs": torch.abs, "sign": torch.sign,
+           "neg": torch.neg, "expm1": torch.expm1}
+_REDUCE = {"sum": torch.sum, "max": torch.amax, "min": torch.amin}
 
 
 class ForeachOps(LeafOps):
@@ -77,6 +80,19 @@ class ForeachOps(LeafOps):
     def where(self, cond, xs, ys):
         return [torch.where(cond, x, y) for x, y in zip(xs, ys)]
 
+    def reduce_along(self, op, xs, axis):
+        f = _REDUCE[op]
+        return [f(x, dim=tuple(range(x.dim())) if axis is None else axis, keepdim=True) for x in xs]
+
+    def clip(self, s, low, high):
+        return torch.clamp(s, low, high)
+
+    def leaf_min(self, x):
+        return float(x.min()) if x.numel() else float("inf")
+
+    def leaf_ndim(self, x):
+        return x.dim()
+
 
 MATH = TreeMath(ForeachOps())
 
@@ -111,6 +127,15 @@ class SpecOptimizer(torch.optim.Optimizer):
         merged = {**self.defaults, **param_group}
         self.spec.validate({h.name: merged[h.name] for h in self.spec.hyperparams}, _is_concrete)
         super().add_param_group(param_group)
+        index = len(self.param_groups) - 1
+        group = self.param_groups[index]
+        try:
+            with torch.no_grad():
+                self.spec.check_params(MATH, self._hyper(group), group["params"],
+                                       lambda i: f"parameter {i} of param group {index}")
+        except ValueError:
+            self.param_groups.pop()
+            raise
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -121,6 +146,18 @@ class SpecOptimizer(torch.optim.Optimizer):
     def _hyper(self, group: dict[str, Any]) -> SimpleNamespace:
         return self.spec.namespace({h.name: group[h.name] for h in self.spec.hyperparams})
 
+    def _scalar_names(self) -> set[str]:
+        return {name for group in self.param_groups for name in self.spec.scalars(self._hyper(group))}
+
+    def global_scalars(self) -> dict[str, torch.Tensor]:
+        """The spec's global scalar state (e.g. an adapted step size), for logging; {} before step 1."""
+        names = self._scalar_names()
+        for state in self.state.values():
+            found = {n: state[n] for n in names if n in state}
+            if found:
+                return found
+        return {}
+
     @torch.no_grad()
     def step(self, closure=None):
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
@@ -129,10 +166,13 @@ class SpecOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         with_grads = [(group, self._params_with_grad(index, group)) for index, group in enumerate(self.param_groups)]
-        plans = [self._plan(group, params) for group, params in with_grads]
-        results = [self._compute(*bucket) for plan in plans for bucket in plan]
-        for commit in results:
+        buckets = [bucket for group, params in with_grads for bucket in self._plan(group, params)]
+        totals = self._totals(buckets) if self.spec.reductions is not None else None
+        commits = [self._compute(*bucket, totals) for bucket in buckets]
+        for commit in commits:
             commit()
+        if commits:
+            self._share_scalars(buckets[0][2][0])
         return loss
 
     def _params_with_grad(self, index: int, group: dict[str, Any]) -> list[torch.Tensor]:
@@ -148,25 +188,46 @@ class SpecOptimizer(torch.optim.Optimizer):
         """Create missing state and bucket params by (device, dtype, step count)."""
         hp = self._hyper(group)
         names = self.spec.state(hp)
-        for p in params:
-            state = self.state[p]
-            if "step" not in state:
-                state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
-            for name in names:
-                if name not in state:
-                    state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        fresh = [p for p in params if any(n not in self.state[p] for n in ("step", *names))]
+        if fresh:
+            initial = self.spec.initial(MATH, hp, MATH.tree(fresh))
+            shared = self.global_scalars()
+            for i, p in enumerate(fresh):
+                state = self.state[p]
+                state.setdefault("step", torch.tensor(0.0, dtype=_scalar_dtype()))
+                for name in names:
+                    if name not in state:
+                        state[name] = initial[name].leaves[i].clone(memory_format=torch.preserve_format)
+                for name, value in self.spec.scalars(hp).items():
+                    dtype = torch.promote_types(p.dtype, torch.float32)
+                    state.setdefault(name, shared[name].to(p.device, dtype) if name in shared
+                                     else torch.tensor(value, dtype=dtype, device=p.device))
         # one read of all step counters (CPU tensors, as in torch.optim), not one per parameter
         counts = torch.stack([self.state[p]["step"].float() for p in params]).tolist() if params else []
         buckets: dict[tuple, list[torch.Tensor]] = {}
         for p, count in zip(params, counts):
             buckets.setdefault((p.device, p.dtype, count), []).append(p)
-        return [(hp, names, params, key[2] + 1) for key, params in buckets.items()]
+        return [(hp, names, bucket, key[2] + 1) for key, bucket in buckets.items()]
 
-    def _compute(self, hp: SimpleNamespace, names: tuple[str, ...], params: list[torch.Tensor], t: float):
-        tree = MATH.tree
-        state = SimpleNamespace(**{n: tree([self.state[p][n] for p in params]) for n in names})
-        grads = tree([p.grad for p in params])
-        delta, new = self.spec.update(MATH, hp, t, grads, tree(params), state)
+    def _state(self, hp: SimpleNamespace, names: tuple[str, ...], params: list[torch.Tensor]) -> SimpleNamespace:
+        trees = {n: MATH.tree([self.state[p][n] for p in params]) for n in names}
+        scalars = {n: self.state[params[0]][n] for n in self.spec.scalars(hp)}
+        return SimpleNamespace(**trees, **scalars)
+
+    def _totals(self, buckets) -> dict[str, torch.Tensor]:
+        """The spec's reductions summed over every bucket of every param group."""
+        totals: dict[str, torch.Tensor] = {}
+        for hp, names, params, t in buckets:
+            parts = self.spec.reductions(MATH, hp, MATH.tree([p.grad for p in params]), MATH.tree(params),
+                                         self._state(hp, names, params))
+            for key, value in parts.items():
+                totals[key] = value if key not in totals else totals[key] + value.to(totals[key].device)
+        return totals
+
+    def _compute(self, hp: SimpleNamespace, names: tuple[str, ...], params: list[torch.Tensor], t: float, totals):
+        state = self._state(hp, names, params)
+        extra = {} if totals is None else {"totals": totals}
+        delta, new = self.spec.update(MATH, hp, t, MATH.tree([p.grad for p in params]), MATH.tree(params), state, **extra)
 
         def commit():
             if delta is not ZERO:
@@ -177,9 +238,21 @@ class SpecOptimizer(torch.optim.Optimizer):
                     torch._foreach_zero_(old.leaves)
                 elif value is not old:
                     torch._foreach_copy_(old.leaves, value.leaves)
+            for name in self.spec.scalars(hp):
+                self.state[params[0]][name].copy_(new[name])
             torch._foreach_add_([self.state[p]["step"] for p in params], 1.0)
 
         return commit
+
+    def _share_scalars(self, source: torch.Tensor) -> None:
+        """Global scalars are one value: copy the new one to every parameter's state."""
+        values = {n: self.state[source][n] for n in self._scalar_names() if n in self.state[source]}
+        if not values:
+            return
+        for state in self.state.values():
+            for name, value in values.items():
+                if name in state and state[name] is not value:
+                    state[name].copy_(value)
 
 
 def from_spec(spec: Spec, name: str | None = None) -> type[SpecOptimizer]:
