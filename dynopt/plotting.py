@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from matplotlib.axes import Axes
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap, LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -40,7 +40,7 @@ def _styles(n: int, colors: Sequence[str] | None) -> list[tuple[str, str]]:
     """(colour, marker) per trajectory: by position, or from ``colors`` (markers follow the colour)."""
     chosen = list(colors) if colors is not None else [colour(i) for i in range(n)]
     markers = [_MARKERS[OKABE_ITO.index(c) % len(_MARKERS)] if c in OKABE_ITO else "o" for c in chosen]
-    return list(zip(chosen, markers))
+    return list(zip(chosen, markers, strict=True))
 
 
 def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -104,7 +104,7 @@ def contour_trajectories(
     """
     fig, ax = _new_axes(ax, (9.0, 6.0))
     _draw_contours(ax, loss)
-    for traj, (color, marker) in zip(trajectories, _styles(len(trajectories), colors)):
+    for traj, (color, marker) in zip(trajectories, _styles(len(trajectories), colors), strict=True):
         path = traj.iterates
         label = traj.label + (f", diverged at step {traj.diverged_at}" if traj.diverged_at is not None else "")
         ax.plot(path[:, 0], path[:, 1], color=color, lw=1.3, alpha=0.9, marker=marker, ms=4,
@@ -142,7 +142,7 @@ def loss_curves(
     offset = loss.minimum if loss is not None else 0.0
     positive = True
     first = 1 if x == "time" else 0  # t = 0 has no place on a log axis
-    for traj, (color, _) in zip(trajectories, _styles(len(trajectories), colors)):
+    for traj, (color, _) in zip(trajectories, _styles(len(trajectories), colors), strict=True):
         abscissa = (np.arange(traj.steps + 1) if x == "step" else traj.times)[first:]
         curves = [(traj.losses, "-", traj.label)]
         if show_flow and traj.flow_losses is not None:
@@ -185,7 +185,7 @@ def race_animation(
     fig, ax = _new_axes(None, (8.0, 5.0))
     _draw_contours(ax, loss)
     trails, heads = [], []
-    for traj, (color, marker) in zip(trajectories, _styles(len(trajectories), colors)):
+    for traj, (color, marker) in zip(trajectories, _styles(len(trajectories), colors), strict=True):
         (trail,) = ax.plot([], [], color=color, lw=1.4, label=traj.label)
         (head,) = ax.plot([], [], color=color, marker=marker, ms=9, mec="white", ls="none", zorder=6)
         trails.append(trail)
@@ -195,7 +195,7 @@ def race_animation(
     writer = PillowWriter(fps=fps)
     with writer.saving(fig, str(path), dpi=dpi):
         for k in ticks:
-            for traj, trail, head in zip(trajectories, trails, heads):
+            for traj, trail, head in zip(trajectories, trails, heads, strict=True):
                 upto = traj.iterates[: k + 1]
                 trail.set_data(upto[:, 0], upto[:, 1])
                 last = upto[~np.isnan(upto[:, 0])][-1:]

@@ -137,10 +137,13 @@ def _jax_runner(spec: Spec, rest: tuple, loss: ToyLoss, steps: int):
 def _run_jax(spec: Spec, hyper: dict, loss: ToyLoss, steps: int, out: np.ndarray) -> None:
     import jax.numpy as jnp
 
+    from .jax import from_spec
+
     rest = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in hyper.items() if k != LR))
     with jax_x64():
-        spec.validate(hyper)
-        thetas = np.asarray(_jax_runner(spec, rest, loss, steps)(jnp.float64(hyper[LR]), jnp.asarray(out[0])))
+        theta0 = jnp.asarray(out[0])
+        from_spec(spec)(hyper[LR], **dict(rest)).init([theta0])  # eager: hyperparameter and parameter checks
+        thetas = np.asarray(_jax_runner(spec, rest, loss, steps)(jnp.float64(hyper[LR]), theta0))
     for k, theta in enumerate(thetas, start=1):
         if _stopped(theta):
             return

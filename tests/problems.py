@@ -35,7 +35,7 @@ class Problem:
         return out
 
 
-def make_problem(seed: int, steps: int, curvature: float = 2.0, maximize: bool = False) -> Problem:
+def make_problem(seed: int, steps: int, curvature: float = 2.0, maximize: bool = False, positive: bool = False) -> Problem:
     rng = np.random.default_rng(seed)
     A, c, theta0 = [], [], []
     for shape in SHAPES:
@@ -44,32 +44,41 @@ def make_problem(seed: int, steps: int, curvature: float = 2.0, maximize: bool =
         Q, _ = np.linalg.qr(M)
         A.append(Q @ np.diag(rng.uniform(0.1, curvature, size=n)) @ Q.T)
         c.append(rng.normal(size=n) + 1.0)
-        theta0.append(rng.normal(size=shape))
+        theta0.append(np.abs(rng.normal(size=shape)) + 0.1 if positive else rng.normal(size=shape))
     total = sum(int(np.prod(s)) for s in SHAPES)
     return Problem(A, c, 0.1 * rng.normal(size=(steps, total)), theta0, -1.0 if maximize else 1.0)
+
+
+RANDOM = {
+    "momentum": lambda rng, positive: float(rng.choice([0.05 if positive else 0.0, rng.uniform(0.05, 0.95)])),
+    "alpha": lambda rng, _: float(rng.uniform(0.5, 0.999)),
+    "betas": lambda rng, _: (float(rng.uniform(0.5, 0.95)), float(rng.uniform(0.9, 0.9999))),
+    "dampening": lambda rng, _: float(rng.choice([0.0, rng.uniform(0, 0.9)])),
+    "weight_decay": lambda rng, _: float(rng.choice([0.0, rng.uniform(0, 0.1)])),
+    "eps": lambda rng, _: float(10 ** rng.uniform(-8, -2)),
+    "variant": lambda rng, _: str(rng.choice(["positive", "simplex", "signed", "signed_simplex"])),
+    "axis": lambda rng, _: None,  # one axis must exist in every leaf, and SHAPES has a 0-d leaf
+    "total": lambda rng, _: float(rng.uniform(0.5, 2.0)),
+    "init_scale": lambda rng, _: float(rng.uniform(0.1, 2.0)),
+    "meta_lr": lambda rng, _: float(rng.uniform(0.0, 0.1)),
+    "gain_lr": lambda rng, _: float(rng.choice([0.0, rng.uniform(0.0, 0.05)])),
+    "rule": lambda rng, _: str(rng.choice(["eg", "hd"])),
+    "max_log_step": lambda rng, _: float(rng.uniform(0.01, 0.2)),
+    "scale_range": lambda rng, _: (0.1, 10.0),
+    "gain_range": lambda rng, _: (0.5, 2.0),
+}
 
 
 def random_hyper(spec, rng: np.random.Generator, *, torch_compatible=False, optax_compatible=False) -> dict:
     """Random valid hyperparameters covering every option of ``spec``."""
     hp: dict = {"lr": float(10 ** rng.uniform(-3, -1.5))}
     for h in spec.hyperparams[1:]:
-        if h.static:
+        if h.name in RANDOM:
+            hp[h.name] = RANDOM[h.name](rng, h.check is not None and not h.check.test(0.0))
+        elif h.static and h.check is None:
             hp[h.name] = bool(rng.integers(2))
-        elif h.name in ("momentum",):
-            low = 0.05 if h.check.test(0.0) is False else 0.0
-            hp[h.name] = float(rng.choice([low, rng.uniform(max(low, 0.05), 0.95)]))
-        elif h.name in ("alpha",):
-            hp[h.name] = float(rng.uniform(0.5, 0.999))
-        elif h.name == "betas":
-            hp[h.name] = (float(rng.uniform(0.5, 0.95)), float(rng.uniform(0.9, 0.9999)))
-        elif h.name == "dampening":
-            hp[h.name] = float(rng.choice([0.0, rng.uniform(0, 0.9)]))
-        elif h.name == "weight_decay":
-            hp[h.name] = float(rng.choice([0.0, rng.uniform(0, 0.1)]))
-        elif h.name == "eps":
-            hp[h.name] = float(10 ** rng.uniform(-8, -2))
         else:
-            raise AssertionError(f"random_hyper does not know {h.name}; add it here")
+            raise AssertionError(f"random_hyper does not know {h.name}; add it to RANDOM")
     if torch_compatible and "eps_in_sqrt" in hp:
         hp["eps_in_sqrt"] = False
     if optax_compatible:
@@ -77,6 +86,10 @@ def random_hyper(spec, rng: np.random.Generator, *, torch_compatible=False, opta
             if name in hp:
                 hp[name] = neutral
     return hp
+
+
+def needs_positive_params(hp: dict) -> bool:
+    return hp.get("variant") in ("positive", "simplex")
 
 
 def rel_diff(a, b) -> float:

@@ -26,8 +26,8 @@ def force(hp, grad, param):
     ``grad`` is ∇L at ``param``; ``hp.maximize`` flips its sign, ``hp.weight_decay`` adds the
     coupled L2 term, exactly as torch.optim applies ``maximize`` and ``weight_decay``.
     """
-    g = -grad if hp.maximize else grad
-    return g + hp.weight_decay * param
+    g = -grad if getattr(hp, "maximize", False) else grad
+    return g + getattr(hp, "weight_decay", 0) * param
 
 
 def relax(average, target, decay, h):
