@@ -6,8 +6,20 @@ a discretization. From it dynopt derives a ``torch.optim.Optimizer`` (``dynopt.t
 ODE flow (``dynopt.ode``). ``import dynopt`` imports neither torch nor jax.
 """
 
-from .optimizers import (adam, eg, meta_adam, meta_momentum, meta_nesterov, meta_rmsprop, meta_sgd, meta_step, momentum,
-                         nesterov, rmsprop, sgd)
+from .optimizers import (
+                         adam,
+                         eg,
+                         meta_adam,
+                         meta_momentum,
+                         meta_nesterov,
+                         meta_rmsprop,
+                         meta_sgd,
+                         meta_step,
+                         momentum,
+                         nesterov,
+                         rmsprop,
+                         sgd,
+)
 from .spec import REGISTRY, Hyper, Spec, is_static_zero, register
 
 __version__ = "0.1.0"

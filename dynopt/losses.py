@@ -130,7 +130,7 @@ def _beale_grad(xp, x, y):
 beale = ToyLoss(
     "beale", _beale_value, _beale_grad,
     minimizers=((3.0, 0.5),), minimum=0.0, start=(1.0, 1.4), bounds=((-1.0, 4.5), (-2.5, 2.0)),
-    log_contours=True, title="Beale",
+    log_contours=True, title="Beale  Σᵢ (cᵢ − x + x yⁱ)²",
 )
 
 

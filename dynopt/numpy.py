@@ -7,16 +7,16 @@
 
 from ._backends.numpy_oracle import NumpyOptimizer, from_spec
 from .optimizers import adam as _adam
-from .optimizers import momentum as _momentum
-from .optimizers import nesterov as _nesterov
-from .optimizers import rmsprop as _rmsprop
-from .optimizers import sgd as _sgd
 from .optimizers import eg as _eg
 from .optimizers import meta_adam as _meta_adam
 from .optimizers import meta_momentum as _meta_momentum
 from .optimizers import meta_nesterov as _meta_nesterov
 from .optimizers import meta_rmsprop as _meta_rmsprop
 from .optimizers import meta_sgd as _meta_sgd
+from .optimizers import momentum as _momentum
+from .optimizers import nesterov as _nesterov
+from .optimizers import rmsprop as _rmsprop
+from .optimizers import sgd as _sgd
 
 sgd = from_spec(_sgd)
 momentum = from_spec(_momentum)

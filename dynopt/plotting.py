@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from .losses import ToyLoss
 from .trajectory import Trajectory
 
-__all__ = ["OKABE_ITO", "colour", "contour_trajectories", "loss_curves", "race_animation"]
+__all__ = ["OKABE_ITO", "colour", "legend_extras", "contour_trajectories", "loss_curves", "race_animation"]
 
 # Okabe & Ito, "Color Universal Design" (2008), ordered so that the first five stay apart (orange
 # and vermillion are not both among them); yellow last: it reads poorly on white.

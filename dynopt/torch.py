@@ -8,7 +8,19 @@
 """
 
 from ._backends.torch_optim import SpecOptimizer, from_spec
-from .optimizers import adam, eg, meta_adam, meta_momentum, meta_nesterov, meta_rmsprop, meta_sgd, momentum, nesterov, rmsprop, sgd
+from .optimizers import (
+           adam,
+           eg,
+           meta_adam,
+           meta_momentum,
+           meta_nesterov,
+           meta_rmsprop,
+           meta_sgd,
+           momentum,
+           nesterov,
+           rmsprop,
+           sgd,
+)
 
 SGD = from_spec(sgd)
 Momentum = from_spec(momentum)

@@ -134,8 +134,8 @@ class LeafOps:
 
     ``binary(op, xs, ys)``: ``ys`` is a list of leaves or a scalar; op in add, sub, mul, div,
     maximum, minimum. ``rbinary(op, s, xs)``: scalar on the left. ``unary(op, xs)``: neg, sqrt,
-    exp, log, abs, sign. ``scalar(op, s)``: the same functions on one scalar. ``sum_leaves(xs)``:
-    per-leaf sums, and ``total(sums)`` adds them into one scalar. ``is_scalar(x)`` tells a
+    exp, log, abs, sign, expm1. ``scalar(op, s)``: the same functions on one scalar. ``sum_all(xs)``:
+    the sum of every entry of every leaf, one scalar kept on the device. ``is_scalar(x)`` tells a
     backend scalar (0-d array or tensor) from anything else.
     """
 
@@ -147,9 +147,7 @@ class LeafOps:
 
     def scalar(self, op: str, s): ...
 
-    def sum_leaves(self, xs) -> list: ...
-
-    def total(self, sums): ...
+    def sum_all(self, xs): ...
 
     def zeros_like(self, xs) -> list: ...
 
@@ -212,10 +210,8 @@ class ArrayLeafOps(LeafOps):
     def scalar(self, op, s):
         return self._fn[op](s)
 
-    def sum_leaves(self, xs):
-        return [self.xp.sum(x) for x in xs]
-
-    def total(self, sums):
+    def sum_all(self, xs):
+        sums = [self.xp.sum(x) for x in xs]
         return sum(sums[1:], sums[0]) if sums else 0.0
 
     def zeros_like(self, xs):
@@ -317,7 +313,7 @@ class TreeMath:
 
     # tree-wide reductions: one scalar for all parameters together, kept on device
     def sum(self, x: Tree):
-        return self.ops.total(self.ops.sum_leaves(x.leaves))
+        return self.ops.sum_all(x.leaves)
 
     def dot(self, a: Tree, b: Tree):
         return self.sum(a * b)

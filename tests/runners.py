@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import torch
+from problems import Problem
 
 import dynopt.jax
 import dynopt.numpy
 import dynopt.torch
-from problems import Problem
 
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 

@@ -11,10 +11,10 @@ import numpy as np
 import optax
 import pytest
 import torch
-
-import dynopt
 from problems import make_problem, needs_positive_params, random_hyper, rel_diff
 from runners import dynopt_optax, dynopt_torch, optax_state, run_numpy, run_optax, run_torch, torch_state
+
+import dynopt
 
 STEPS = 200
 SEEDS = range(4)

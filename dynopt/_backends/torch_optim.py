@@ -9,14 +9,13 @@ A step first computes every new value, then writes them all: an error leaves no 
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import torch
 
 from ..spec import LR, Spec
-from ..tree import ZERO, LeafOps, Tree, TreeMath
+from ..tree import ZERO, LeafOps, TreeMath
 from .common import bind, caller_module, signature
 
 __all__ = ["from_spec", "SpecOptimizer", "ForeachOps"]
@@ -65,11 +64,13 @@ class ForeachOps(LeafOps):
     def scalar(self, op, s):
         return _SCALAR[op](s)
 
-    def sum_leaves(self, xs):
-        return [x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32) for x in xs]
-
-    def total(self, sums):
-        return torch.stack(sums).sum() if sums else torch.zeros(())
+    def sum_all(self, xs):
+        """Σ x = ‖max(x, 0)‖₁ − ‖min(x, 0)‖₁: a constant number of multi-tensor kernels, no per-leaf sum."""
+        if not xs:
+            return torch.zeros(())
+        positive = torch._foreach_norm(torch._foreach_clamp_min(xs, 0.0), 1)
+        negative = torch._foreach_norm(torch._foreach_clamp_max(xs, 0.0), 1)
+        return torch.stack(positive).sum() - torch.stack(negative).sum()
 
     def zeros_like(self, xs):
         return [torch.zeros_like(x) for x in xs]
@@ -217,7 +218,7 @@ class SpecOptimizer(torch.optim.Optimizer):
     def _totals(self, buckets) -> dict[str, torch.Tensor]:
         """The spec's reductions summed over every bucket of every param group."""
         totals: dict[str, torch.Tensor] = {}
-        for hp, names, params, t in buckets:
+        for hp, names, params, _ in buckets:
             parts = self.spec.reductions(MATH, hp, MATH.tree([p.grad for p in params]), MATH.tree(params),
                                          self._state(hp, names, params))
             for key, value in parts.items():
@@ -246,13 +247,11 @@ class SpecOptimizer(torch.optim.Optimizer):
 
     def _share_scalars(self, source: torch.Tensor) -> None:
         """Global scalars are one value: copy the new one to every parameter's state."""
-        values = {n: self.state[source][n] for n in self._scalar_names() if n in self.state[source]}
-        if not values:
-            return
-        for state in self.state.values():
-            for name, value in values.items():
-                if name in state and state[name] is not value:
-                    state[name].copy_(value)
+        for name in self._scalar_names():
+            value = self.state[source].get(name)
+            targets = [state[name] for state in self.state.values() if name in state and state[name] is not value]
+            if value is not None and targets:
+                torch._foreach_copy_(targets, [value] * len(targets))
 
 
 def from_spec(spec: Spec, name: str | None = None) -> type[SpecOptimizer]:

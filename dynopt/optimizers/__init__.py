@@ -1,17 +1,17 @@
 """The zoo: one file per optimizer, each a :class:`dynopt.spec.Spec`. One line per optimizer here."""
 
-from .sgd import sgd as sgd
-from .momentum import momentum as momentum
-from .nesterov import nesterov as nesterov
-from .rmsprop import rmsprop as rmsprop
 from .adam import adam as adam
 from .eg import eg as eg
-from .meta_step import meta_step as meta_step
-from .meta_step import meta_sgd as meta_sgd
+from .meta_step import meta_adam as meta_adam
 from .meta_step import meta_momentum as meta_momentum
 from .meta_step import meta_nesterov as meta_nesterov
 from .meta_step import meta_rmsprop as meta_rmsprop
-from .meta_step import meta_adam as meta_adam
+from .meta_step import meta_sgd as meta_sgd
+from .meta_step import meta_step as meta_step
+from .momentum import momentum as momentum
+from .nesterov import nesterov as nesterov
+from .rmsprop import rmsprop as rmsprop
+from .sgd import sgd as sgd
 
 __all__ = ["sgd", "momentum", "nesterov", "rmsprop", "adam", "eg", "meta_step",
            "meta_sgd", "meta_momentum", "meta_nesterov", "meta_rmsprop", "meta_adam"]

@@ -2,7 +2,7 @@ r"""Meta-learned step size: the log of the step is a state variable driven by th
 
 ``meta_step(base)`` wraps any spec (SGD, Momentum, Nesterov, RMSprop, Adam, or your own). The
 base computes its step d_t with the scheduled lr; the wrapper scales it by a global s > 0 and
-optional per-coordinate gains p > 0::
+optional per-coordinate gains p > 0. Scheme::
 
     θ_t = θ_{t−1} + s_t · p_t ⊙ d_t,          u_t = p_t ⊙ d_t  (the step per unit of s)
 
