@@ -7,6 +7,7 @@ ODE flow (``dynopt.ode``). ``import dynopt`` imports neither torch nor jax.
 """
 
 from .optimizers import (
+                         ZOO,
                          adam,
                          eg,
                          meta_adam,
@@ -24,5 +25,6 @@ from .spec import REGISTRY, Hyper, Spec, is_static_zero, register
 
 __version__ = "0.1.0"
 
-__all__ = ["Spec", "Hyper", "REGISTRY", "register", "is_static_zero", "sgd", "momentum", "nesterov", "rmsprop", "adam",
-           "eg", "meta_step", "meta_sgd", "meta_momentum", "meta_nesterov", "meta_rmsprop", "meta_adam"]
+__all__ = ["Spec", "Hyper", "REGISTRY", "ZOO", "register", "is_static_zero", "meta_step",
+           "sgd", "momentum", "nesterov", "rmsprop", "adam", "eg",
+           "meta_sgd", "meta_momentum", "meta_nesterov", "meta_rmsprop", "meta_adam"]

@@ -86,6 +86,10 @@ def flow(
         steps: the flow is returned at ``times(spec, hyper, steps)``.
         state: initial values of some state variables (lists of arrays) or scalars; the others
             start where the discrete optimizer starts (``spec.initial``, zeros by default).
+        method: any ``scipy.integrate.solve_ivp`` method. The default DOP853 is accurate but slow
+            on stiff flows (RMSprop or Adam near a minimum, where v is small): pass ``"LSODA"`` there.
+            RMSprop and Adam started from v = 0 are singular at t = 0 (θ' ~ 1/√t); their flows
+            are regular when v starts at ∇L(θ₀)².
     """
     spec.validate(hyper)
     hp = spec.namespace(hyper)

@@ -8,31 +8,9 @@
 """
 
 from ._backends.torch_optim import SpecOptimizer, from_spec
-from .optimizers import (
-           adam,
-           eg,
-           meta_adam,
-           meta_momentum,
-           meta_nesterov,
-           meta_rmsprop,
-           meta_sgd,
-           momentum,
-           nesterov,
-           rmsprop,
-           sgd,
-)
+from .optimizers import ZOO
 
-SGD = from_spec(sgd)
-Momentum = from_spec(momentum)
-Nesterov = from_spec(nesterov)
-RMSprop = from_spec(rmsprop)
-Adam = from_spec(adam)
-EG = from_spec(eg)
-MetaSGD = from_spec(meta_sgd)
-MetaMomentum = from_spec(meta_momentum)
-MetaNesterov = from_spec(meta_nesterov)
-MetaRMSprop = from_spec(meta_rmsprop)
-MetaAdam = from_spec(meta_adam)
+(SGD, Momentum, Nesterov, RMSprop, Adam, EG,
+ MetaSGD, MetaMomentum, MetaNesterov, MetaRMSprop, MetaAdam) = map(from_spec, ZOO)
 
-__all__ = ["from_spec", "SpecOptimizer", "SGD", "Momentum", "Nesterov", "RMSprop", "Adam", "EG",
-           "MetaSGD", "MetaMomentum", "MetaNesterov", "MetaRMSprop", "MetaAdam"]
+__all__ = ["from_spec", "SpecOptimizer"] + [spec.name for spec in ZOO]

@@ -6,12 +6,15 @@ Each runner returns (params, state): lists of float64 NumPy arrays, and for dyno
 
 from __future__ import annotations
 
+from collections import Counter
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import torch
 from problems import Problem
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import dynopt.jax
 import dynopt.numpy
@@ -87,3 +90,15 @@ def dynopt_torch(spec, hyper):
 def dynopt_optax(spec, hyper):
     hyper = dict(hyper)
     return dynopt.jax.from_spec(spec)(hyper.pop("lr"), **hyper)
+
+
+class CountOps(TorchDispatchMode):
+    """Counts the aten ops dispatched inside the ``with`` block, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func)] += 1
+        return func(*args, **(kwargs or {}))

@@ -4,13 +4,12 @@ across param groups without host synchronisation, logging, and composition with 
 from __future__ import annotations
 
 import copy
-from collections import Counter
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from runners import CountOps
 
 import dynopt
 import dynopt.jax
@@ -121,16 +120,6 @@ def test_alignment_is_global_across_param_groups():
         params = [p + u for p, u in zip(params, updates)]
     for a, b in zip(results[1][0], params):
         np.testing.assert_allclose(a, b, rtol=1e-12)
-
-
-class CountOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops[str(func)] += 1
-        return func(*args, **(kwargs or {}))
 
 
 def test_no_host_synchronisation_in_the_step():

@@ -39,6 +39,19 @@ def test_backends_never_name_an_optimizer():
         assert not names & words, f"{path.name} names {names & words}"
 
 
+def test_public_names_match_the_specs():
+    import dynopt.jax
+    import dynopt.numpy
+    import dynopt.torch
+
+    assert set(dynopt.ZOO) == set(dynopt.REGISTRY.values())
+    for spec in dynopt.ZOO:
+        assert getattr(dynopt.torch, spec.name).spec is spec
+        assert getattr(dynopt.jax, spec.jax_name).__name__ == spec.jax_name
+        assert getattr(dynopt.numpy, spec.jax_name)().spec is spec
+        assert getattr(dynopt, spec.jax_name) is spec
+
+
 def test_specs_import_no_framework():
     for path in (PACKAGE / "optimizers").glob("*.py"):
         text = path.read_text()

@@ -6,12 +6,11 @@ from __future__ import annotations
 import copy
 import io
 import pickle
-from collections import Counter
 
 import numpy as np
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from runners import CountOps
 
 import dynopt
 import dynopt.torch
@@ -284,16 +283,6 @@ def test_tensor_lr_equals_float_lr(name):
         train(net, data, mine_cls(net.parameters(), lr=lr, **kw), 10)
         results.append(params_of(net))
     assert_same(*results)
-
-
-class CountOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops[str(func)] += 1
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -13,5 +13,8 @@ from .nesterov import nesterov as nesterov
 from .rmsprop import rmsprop as rmsprop
 from .sgd import sgd as sgd
 
-__all__ = ["sgd", "momentum", "nesterov", "rmsprop", "adam", "eg", "meta_step",
+# The order of the public names in dynopt.torch, dynopt.jax and dynopt.numpy.
+ZOO = (sgd, momentum, nesterov, rmsprop, adam, eg, meta_sgd, meta_momentum, meta_nesterov, meta_rmsprop, meta_adam)
+
+__all__ = ["ZOO", "sgd", "momentum", "nesterov", "rmsprop", "adam", "eg", "meta_step",
            "meta_sgd", "meta_momentum", "meta_nesterov", "meta_rmsprop", "meta_adam"]
