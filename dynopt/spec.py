@@ -225,10 +225,6 @@ class Spec:
     def defaults(self) -> dict[str, Any]:
         return {h.name: h.default for h in self.hyperparams}
 
-    @property
-    def static_names(self) -> tuple[str, ...]:
-        return tuple(h.name for h in self.hyperparams if h.static)
-
     def validate(self, hp: Mapping[str, Any], is_concrete: Callable[[Any], bool] = lambda v: True) -> None:
         """Check every hyperparameter in ``hp``; unknown names raise TypeError."""
         known = {h.name: h for h in self.hyperparams}
