@@ -18,6 +18,7 @@ from .optimizers import (
                          meta_step,
                          momentum,
                          nesterov,
+                         nesterov_sbc,
                          rmsprop,
                          sgd,
 )
@@ -27,4 +28,4 @@ __version__ = "0.1.0"
 
 __all__ = ["Spec", "Hyper", "REGISTRY", "ZOO", "register", "is_static_zero", "meta_step",
            "sgd", "momentum", "nesterov", "rmsprop", "adam", "eg",
-           "meta_sgd", "meta_momentum", "meta_nesterov", "meta_rmsprop", "meta_adam"]
+           "meta_sgd", "meta_momentum", "meta_nesterov", "meta_rmsprop", "meta_adam", "nesterov_sbc"]

@@ -10,6 +10,7 @@ from ._backends.optax_transform import from_spec
 from .optimizers import ZOO
 
 (sgd, momentum, nesterov, rmsprop, adam, eg,
- meta_sgd, meta_momentum, meta_nesterov, meta_rmsprop, meta_adam) = map(from_spec, ZOO)
+ meta_sgd, meta_momentum, meta_nesterov, meta_rmsprop, meta_adam,
+ nesterov_sbc) = map(from_spec, ZOO)
 
 __all__ = ["from_spec"] + [spec.jax_name for spec in ZOO]

@@ -1,12 +1,19 @@
-"""Toy 2-D losses, each written once with its analytic gradient, for any array namespace.
+"""Toy losses with a 2-D picture, each written once with its analytic gradient, for any array namespace.
 
-``value(xp, x, y)`` and ``grad(xp, x, y) -> (gx, gy)`` take the coordinates as arrays (or
-tensors) of any matching shape and an array namespace ``xp`` (``numpy``, ``jax.numpy`` or the
-``torch`` module); they use only arithmetic and ``xp.sin``/``xp.cos``, which all three share.
-``value_np``/``grad_np`` are the float64 NumPy forms on a single point θ = (x, y).
+``value(xp, *coords)`` and ``grad(xp, *coords) -> (g_1, …, g_d)`` take the d coordinates of θ as
+arrays (or tensors) of any matching shape and an array namespace ``xp`` (``numpy``, ``jax.numpy``
+or the ``torch`` module); they use only arithmetic and ``xp.sin``/``xp.cos``, which all three
+share. ``value_np``/``grad_np`` are the float64 NumPy forms on a single point θ.
+
+Most losses are 2-D (θ = (x, y), d = 2). :data:`portfolio` is constrained to the probability
+simplex in R³ (``simplex=True``, d = 3): θ = (w₁, w₂, w₃) with wᵢ > 0 and Σwᵢ = 1, the home of
+exponentiated gradient (``EG(variant="simplex")``). Its picture is the (w₁, w₂) plane with
+w₃ = 1 − w₁ − w₂ implied (:meth:`ToyLoss.lift`, :meth:`ToyLoss.project`); the simplex is the
+triangle w₁, w₂ ≥ 0, w₁ + w₂ ≤ 1 of that plane.
 
 The stated minimizers and minimum values come from the references in each docstring; the
-Himmelblau minimizers were refined by Newton's method to machine precision.
+Himmelblau minimizers were refined by Newton's method to machine precision, the portfolio
+minimizer is derived in closed form below.
 """
 
 from __future__ import annotations
@@ -17,25 +24,27 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["ToyLoss", "LOSSES", "quadratic", "rosenbrock", "beale", "himmelblau", "rastrigin", "saddle"]
+__all__ = ["ToyLoss", "LOSSES", "quadratic", "rosenbrock", "beale", "himmelblau", "rastrigin", "saddle", "portfolio"]
 
-Point = tuple[float, float]
+Point = tuple[float, ...]
 
 
 @dataclass(frozen=True)
 class ToyLoss:
-    """A 2-D test loss: value, gradient, known minimizers, a start point and a plotting window.
+    """A test loss with a 2-D picture: value, gradient, known minimizers, a start and a plotting window.
 
     Attributes:
         name: registry key.
-        value: ``(xp, x, y) -> L``.
-        grad: ``(xp, x, y) -> (∂L/∂x, ∂L/∂y)``.
-        minimizers: the global minimizers (x, y).
+        value: ``(xp, *coords) -> L``.
+        grad: ``(xp, *coords) -> (∂L/∂θ₁, …, ∂L/∂θ_d)``.
+        minimizers: the global minimizers, as points θ of the parameter space (d coordinates);
+            with ``simplex``, the minimizers of L restricted to the simplex.
         minimum: L at every minimizer.
-        start: where trajectories start.
-        bounds: ((xmin, xmax), (ymin, ymax)) of the plotting window.
+        start: where trajectories start (d coordinates; on the simplex when ``simplex``).
+        bounds: ((xmin, xmax), (ymin, ymax)) of the plotting window, in plane coordinates.
         log_contours: draw log-spaced contours of L − minimum (for steep valleys).
         title: a readable name with the formula.
+        simplex: θ = (w₁, w₂, w₃) lives on the probability simplex; the plane shows (w₁, w₂).
     """
 
     name: str
@@ -47,17 +56,46 @@ class ToyLoss:
     bounds: tuple[Point, Point]
     log_contours: bool = False
     title: str = ""
+    simplex: bool = False
+
+    @property
+    def dim(self) -> int:
+        """d, the number of coordinates of θ (2, or 3 on the simplex)."""
+        return len(self.start)
 
     def value_np(self, theta: np.ndarray) -> float:
-        """L(θ) for one float64 point θ of shape (2,)."""
+        """L(θ) for one float64 point θ of shape (d,)."""
         theta = np.asarray(theta, dtype=np.float64)
-        return float(self.value(np, theta[0], theta[1]))
+        return float(self.value(np, *theta))
 
     def grad_np(self, theta: np.ndarray) -> np.ndarray:
-        """∇L(θ) as a float64 array of shape (2,)."""
+        """∇L(θ) as a float64 array of shape (d,)."""
         theta = np.asarray(theta, dtype=np.float64)
-        gx, gy = self.grad(np, theta[0], theta[1])
-        return np.array([gx, gy], dtype=np.float64)
+        return np.array(self.grad(np, *theta), dtype=np.float64)
+
+    def values(self, points: np.ndarray) -> np.ndarray:
+        """L at each row of a float64 array of points of shape (n, d)."""
+        points = np.asarray(points, dtype=np.float64)
+        return np.asarray(self.value(np, *points.T), dtype=np.float64)
+
+    def lift(self, x, y) -> tuple:
+        """Plane coordinates to θ: (x, y), or (w₁, w₂, 1 − w₁ − w₂) on the simplex."""
+        return (x, y, 1 - x - y) if self.simplex else (x, y)
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """θ (shape (..., d)) to plane coordinates (shape (..., 2)): the first two coordinates."""
+        return np.asarray(points)[..., :2]
+
+    def plane_value(self, xp, x, y):
+        """L at the lifted plane point(s) (x, y), for contour plots."""
+        return self.value(xp, *self.lift(x, y))
+
+    def inside(self, x, y) -> np.ndarray:
+        """Which plane points are admissible: all of them, or the simplex triangle."""
+        x, y = np.asarray(x), np.asarray(y)
+        if not self.simplex:
+            return np.ones(np.broadcast(x, y).shape, dtype=bool)
+        return (x >= 0) & (y >= 0) & (x + y <= 1)
 
 
 # ----------------------------------------------------------------------------- quadratic
@@ -202,4 +240,42 @@ saddle = ToyLoss(
 )
 
 
-LOSSES: dict[str, ToyLoss] = {loss.name: loss for loss in (quadratic, rosenbrock, beale, himmelblau, rastrigin, saddle)}
+# ----------------------------------------------------------------------------- portfolio (simplex)
+# Mean–variance portfolio (H. Markowitz, "Portfolio Selection", J. Finance 7(1), 1952) with risk
+# aversion 1: three assets, weights w on the probability simplex Δ = {w > 0, w₁ + w₂ + w₃ = 1},
+#
+#     L(w) = ½ wᵀΣw − μᵀw,   Σ = [[4, 1, ½], [1, 2, 0], [½, 0, 1]],   μ = (2, 0.7, 0.05),
+#
+# riskier assets paying more. Σ is positive definite (leading minors 4, 7, 6.5), so L is strictly
+# convex and has one minimizer on Δ. Unconstrained, ∇L = Σw − μ vanishes at Σ⁻¹μ = (0.5, 0.1, −0.2),
+# off the simplex: the constraint is active. For an interior minimizer of L on Δ the KKT conditions
+# read Σw − μ = ν·1 and 1ᵀw = 1, so w = Σ⁻¹(μ + ν1) with ν = (1 − 1ᵀΣ⁻¹μ)/(1ᵀΣ⁻¹1). Here ν = 2/5 and
+#
+#     w* = (1/2, 3/10, 1/5):  Σw* = (2.4, 1.1, 0.45) = μ + (2/5)·1,  every w*ᵢ > 0,
+#
+# so w* is interior, satisfies KKT with zero multipliers for w ≥ 0, and by convexity is the global
+# minimizer on Δ. L* = ½w*ᵀ(μ + ν1) − μᵀw* = ½ν − ½μᵀw* = 0.2 − 0.61 = −0.41 (μᵀw* = 1.22).
+# The start (0.1, 0.1, 0.8) is mostly the low-risk third asset.
+_SIGMA = ((4.0, 1.0, 0.5), (1.0, 2.0, 0.0), (0.5, 0.0, 1.0))
+_MU = (2.0, 0.7, 0.05)
+
+
+def _portfolio_grad(xp, *w):
+    return tuple(sum(row[j] * w[j] for j in range(3)) - _MU[i] for i, row in enumerate(_SIGMA))
+
+
+def _portfolio_value(xp, *w):
+    risk = sum(_SIGMA[i][j] * w[i] * w[j] for i in range(3) for j in range(3))
+    return 0.5 * risk - sum(m * wi for m, wi in zip(_MU, w))
+
+
+portfolio = ToyLoss(
+    "portfolio", _portfolio_value, _portfolio_grad,
+    minimizers=((0.5, 0.3, 0.2),), minimum=-0.41, start=(0.1, 0.1, 0.8), bounds=((-0.05, 1.05), (-0.05, 1.05)),
+    log_contours=True, title="Portfolio on the simplex  ½ wᵀΣw − μᵀw", simplex=True,
+)
+
+
+LOSSES: dict[str, ToyLoss] = {
+    loss.name: loss for loss in (quadratic, rosenbrock, beale, himmelblau, rastrigin, saddle, portfolio)
+}

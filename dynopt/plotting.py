@@ -1,9 +1,10 @@
-"""Figures of trajectories on 2-D toy losses: contours with paths and ODE flows, loss curves, races.
+"""Figures of trajectories on toy losses: contours with paths and ODE flows, loss curves, step sizes, races.
 
 Every function builds and returns a :class:`matplotlib.figure.Figure` (or draws on a given
 ``ax``); nothing uses pyplot's implicit current figure or calls ``show``, so this works
 headless and inside notebooks alike. Colours are the Okabe–Ito colour-blind-safe palette,
 assigned by position in the list of trajectories (pass the same order for matching colours).
+A simplex loss is drawn in its (w₁, w₂) plane (w₃ = 1 − w₁ − w₂) inside the simplex triangle.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .losses import ToyLoss
+from .spec import LR
 from .trajectory import Trajectory
 
-__all__ = ["OKABE_ITO", "colour", "legend_extras", "contour_trajectories", "loss_curves", "race_animation"]
+__all__ = ["OKABE_ITO", "colour", "legend_extras", "contour_trajectories", "loss_curves", "step_size_trace",
+           "race_animation"]
 
 # Okabe & Ito, "Color Universal Design" (2008), ordered so that the first five stay apart (orange
 # and vermillion are not both among them); yellow last: it reads poorly on white.
@@ -51,24 +54,40 @@ def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Ax
 
 
 def _draw_contours(ax: Axes, loss: ToyLoss, resolution: int = 300) -> None:
-    """Filled contours of L (log-spaced levels of L − min when ``loss.log_contours``) and minimizers."""
+    """Filled contours of L (log-spaced levels of L − min when ``loss.log_contours``) and minimizers.
+
+    On a simplex loss only the triangle is filled, and its edges and corners are drawn and named.
+    """
     (x0, x1), (y0, y1) = loss.bounds
     xs, ys = np.meshgrid(np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution))
-    values = np.asarray(loss.value(np, xs, ys), dtype=np.float64)
+    values = np.asarray(loss.plane_value(np, xs, ys), dtype=np.float64)
+    outside = ~loss.inside(xs, ys)
     if loss.log_contours:
-        gap = values - loss.minimum
-        low = max(np.percentile(gap, 0.5), 1e-3 * np.median(gap), 1e-12)
+        gap = np.ma.masked_where(outside, values - loss.minimum)
+        low = max(np.percentile(gap.compressed(), 0.5), 1e-3 * np.ma.median(gap), 1e-12)
         levels = np.logspace(np.log10(low), np.log10(gap.max()), 25)
-        ax.contourf(xs, ys, np.maximum(gap, low), levels=levels, norm=LogNorm(), cmap=_BACKGROUND)
+        ax.contourf(xs, ys, np.ma.maximum(gap, low), levels=levels, norm=LogNorm(), cmap=_BACKGROUND)
         ax.contour(xs, ys, gap, levels=levels, colors="0.5", linewidths=0.35)
     else:
+        values = np.ma.masked_where(outside, values)
         levels = np.linspace(values.min(), values.max(), 25)
         ax.contourf(xs, ys, values, levels=levels, cmap=_BACKGROUND)
         ax.contour(xs, ys, values, levels=levels, colors="0.5", linewidths=0.35)
-    mx, my = np.array(loss.minimizers).T
+    mx, my = loss.project(np.array(loss.minimizers)).T
     ax.plot(mx, my, ls="none", marker="*", ms=15, mfc="white", mec="black", mew=1.2, zorder=5)
-    ax.plot(*loss.start, ls="none", marker="o", ms=8, mfc="white", mec="black", mew=1.5, zorder=5)
-    ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="x", ylabel="y", aspect="equal" if _square(loss) else "auto")
+    sx, sy = loss.project(np.array(loss.start))
+    ax.plot(sx, sy, ls="none", marker="o", ms=8, mfc="white", mec="black", mew=1.5, zorder=5)
+    labels = ("x", "y")
+    if loss.simplex:
+        ax.plot([0, 1, 0, 0], [0, 0, 1, 0], color="black", lw=1.2, zorder=2)
+        for (cx, cy), text, align in (((0, 0), "w₃ = 1", ("left", "top")), ((1, 0), "w₁ = 1", ("right", "top")),
+                                      ((0, 1), "w₂ = 1", ("left", "bottom"))):
+            ax.annotate(text, (cx, cy), xytext=(4 if align[0] == "left" else -4, -4 if align[1] == "top" else 4),
+                        textcoords="offset points", ha=align[0], va=align[1], fontsize="small")
+        ax.text(0.55, 0.55, "w₃ = 1 − w₁ − w₂\n(outside the triangle: w₃ < 0)", ha="left", va="bottom", fontsize="small")
+        labels = ("w₁", "w₂")
+    ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel=labels[0], ylabel=labels[1],
+           aspect="equal" if _square(loss) else "auto")
 
 
 def _square(loss: ToyLoss) -> bool:
@@ -105,12 +124,13 @@ def contour_trajectories(
     fig, ax = _new_axes(ax, (9.0, 6.0))
     _draw_contours(ax, loss)
     for traj, (color, marker) in zip(trajectories, _styles(len(trajectories), colors), strict=True):
-        path = traj.iterates
+        path = loss.project(traj.iterates)
         label = traj.label + (f", diverged at step {traj.diverged_at}" if traj.diverged_at is not None else "")
         ax.plot(path[:, 0], path[:, 1], color=color, lw=1.3, alpha=0.9, marker=marker, ms=4,
                 markevery=max(1, traj.steps // 25), label=label, zorder=3)
         if show_flow and traj.flow_iterates is not None:
-            ax.plot(traj.flow_iterates[:, 0], traj.flow_iterates[:, 1], color=color, lw=2.0, ls="--", zorder=4)
+            flow = loss.project(traj.flow_iterates)
+            ax.plot(flow[:, 0], flow[:, 1], color=color, lw=2.0, ls="--", zorder=4)
     ax.set_title(title if title is not None else (loss.title or loss.name))
     if legend:
         drawn_flow = show_flow and any(t.flow_iterates is not None for t in trajectories)
@@ -162,7 +182,40 @@ def loss_curves(
     ax.grid(True, which="major", alpha=0.3)
     ax.set_title(title if title is not None else ("loss" if loss is None else loss.title or loss.name))
     if legend:
-        extras = [Line2D([], [], color="0.2", ls="--", label="ODE flow")] if show_flow else []
+        drawn_flow = show_flow and any(t.flow_losses is not None for t in trajectories)
+        extras = [Line2D([], [], color="0.2", ls="--", label="ODE flow")] if drawn_flow else []
+        ax.legend(handles=ax.get_legend_handles_labels()[0] + extras, fontsize="small")
+    return fig
+
+
+def step_size_trace(
+    trajectories: Sequence[Trajectory],
+    ax: Axes | None = None,
+    *,
+    title: str | None = None,
+    legend: bool = True,
+    colors: Sequence[str] | None = None,
+) -> Figure:
+    """The effective step size of each step (``Trajectory.step_sizes``: lr · s) against the step, log y.
+
+    Meant for the meta-learned optimizers (``MetaSGD``, …), whose step lr·s adapts; a fixed-lr
+    optimizer draws a flat line. The initial lr of each run is drawn dotted for reference.
+    """
+    fig, ax = _new_axes(ax, (7.5, 4.5))
+    for traj, (color, marker) in zip(trajectories, _styles(len(trajectories), colors), strict=True):
+        if traj.step_sizes is None:
+            raise ValueError(f"trajectory {traj.label} has no step sizes")
+        steps = np.arange(1, len(traj.step_sizes) + 1)
+        ax.plot(steps, traj.step_sizes, color=color, lw=1.6, marker=marker, ms=4,
+                markevery=max(1, len(steps) // 12), label=traj.label)
+        ax.axhline(float(traj.hyper[LR]), color=color, lw=0.9, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("step k")
+    ax.set_ylabel("step size lr · s  (log axis)")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.set_title(title if title is not None else "Effective step size")
+    if legend:
+        extras = [Line2D([], [], color="0.2", ls=":", lw=0.9, label="initial lr")]
         ax.legend(handles=ax.get_legend_handles_labels()[0] + extras, fontsize="small")
     return fig
 
@@ -196,7 +249,7 @@ def race_animation(
     with writer.saving(fig, str(path), dpi=dpi):
         for k in ticks:
             for traj, trail, head in zip(trajectories, trails, heads, strict=True):
-                upto = traj.iterates[: k + 1]
+                upto = loss.project(traj.iterates[: k + 1])
                 trail.set_data(upto[:, 0], upto[:, 1])
                 last = upto[~np.isnan(upto[:, 0])][-1:]
                 head.set_data(last[:, 0], last[:, 1])

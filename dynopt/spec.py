@@ -25,6 +25,12 @@ The signatures:
 
 ``time_step(hp) -> h``
     How much ODE time one discrete step advances: step k sits at ``time = k * h``.
+
+``modified_field(o, hp, time, param, state, grad, hvp) -> (d_param, d_state)`` (optional)
+    The modified equation: the vector field, over the same variables as ``vector_field``, that
+    the iterates follow to one order higher in h (backward error analysis). ``hvp(v)`` returns
+    the Hessian-of-the-loss-vector product ∇²L(param)·v as a tree (the spec applies ``maximize``
+    and weight decay itself). ``dynopt.ode.flow(..., modified=True)`` integrates it.
 """
 
 from __future__ import annotations
@@ -179,6 +185,9 @@ class Spec:
     ``check_param(o, hp, leaf) -> reason or None``
         Validates one parameter when the optimizer is built (positivity for EG); backends raise
         ``ValueError`` naming the param group and index.
+    ``modified_field(o, hp, time, param, state, grad, hvp) -> (d_param, d_state)``
+        The order-h correction of ``vector_field`` (see the module docstring); None when the
+        spec does not state one.
 
     Attributes:
         name: class-style name (``"Momentum"``); the torch class takes it, the optax factory
@@ -208,6 +217,7 @@ class Spec:
     scalars: Callable[[SimpleNamespace], dict[str, float]] = field(default=lambda hp: {})
     reductions: Callable[..., dict] | None = None
     check_param: Callable[..., str | None] | None = None
+    modified_field: Callable[..., tuple[Any, dict]] | None = None
 
     def __post_init__(self) -> None:
         names = [h.name for h in self.hyperparams]

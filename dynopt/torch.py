@@ -11,6 +11,7 @@ from ._backends.torch_optim import SpecOptimizer, from_spec
 from .optimizers import ZOO
 
 (SGD, Momentum, Nesterov, RMSprop, Adam, EG,
- MetaSGD, MetaMomentum, MetaNesterov, MetaRMSprop, MetaAdam) = map(from_spec, ZOO)
+ MetaSGD, MetaMomentum, MetaNesterov, MetaRMSprop, MetaAdam,
+ NesterovSBC) = map(from_spec, ZOO)
 
 __all__ = ["from_spec", "SpecOptimizer"] + [spec.name for spec in ZOO]

@@ -1,9 +1,15 @@
-"""Discrete trajectories of an optimizer on a 2-D toy loss, with the ODE flow they discretize.
+"""Discrete trajectories of an optimizer on a toy loss, with the ODE flow they discretize.
 
 ``run(spec, hyper, loss, steps)`` iterates the optimizer from ``loss.start`` with the loss's
 analytic gradient on the NumPy oracle, ``torch.optim`` or optax backend, and (optionally)
 integrates the spec's reference flow on the same ODE time grid (:func:`dynopt.ode.times`).
+The parameter is one float64 vector of the loss's dimension: (x, y) for the 2-D losses, the
+3 weights of a simplex loss (run ``EG`` with ``variant="simplex"`` there).
 A run that leaves the ball of radius :data:`DIVERGED_NORM` is stopped and NaN-padded.
+Every step's scalar step size is recorded (``Trajectory.step_sizes``): the lr in effect, times
+the adapted global scale s of a meta-step optimizer (a spec with a global scalar ``"scale"``),
+read through each backend's public API: ``state.values["scale"]`` (NumPy oracle),
+``optimizer.global_scalars()["scale"]`` and ``param_groups[0]["lr"]`` (torch), ``state.scale`` (optax).
 Importing this module imports neither torch nor jax.
 """
 
@@ -19,6 +25,8 @@ from . import ode
 from .losses import LOSSES, ToyLoss
 from .spec import LR, REGISTRY, Spec
 
+SCALE = "scale"  # the global scalar of dynopt.meta_step wrappers: effective lr = lr · scale
+
 __all__ = ["Trajectory", "run", "jax_x64", "DIVERGED_NORM", "BACKENDS"]
 
 DIVERGED_NORM = 1e6
@@ -29,9 +37,14 @@ BACKENDS = ("numpy", "torch", "jax")
 class Trajectory:
     """One optimizer run: iterates θ_k, losses L(θ_k) and ODE times t_k for k = 0..steps.
 
-    Rows after a divergence are NaN; ``diverged_at`` is the first such step (None if none).
-    ``flow_iterates``/``flow_losses`` sample the reference ODE at ``flow_times`` (the same
-    grid as ``times``), or are None when no flow was asked for or the solver failed.
+    ``iterates`` has shape (steps + 1, d), d the loss's dimension. Rows after a divergence are
+    NaN; ``diverged_at`` is the first such step (None if none). ``step_sizes`` has shape
+    (steps,): entry k − 1 is the scalar step size of step k (θ_{k−1} → θ_k), the lr in effect
+    times the meta-learned scale s_k where the optimizer has one (per-coordinate factors such as
+    Adam's preconditioner or meta-step gains are not included); it is recorded up to and
+    including the step that diverged, NaN after. ``flow_iterates``/``flow_losses`` sample the
+    reference ODE at ``flow_times`` (the same grid as ``times``), or are None when no flow was
+    asked for or the solver failed.
     """
 
     name: str
@@ -46,6 +59,7 @@ class Trajectory:
     flow_losses: np.ndarray | None = None
     diverged_at: int | None = None
     backend: str = "numpy"
+    step_sizes: np.ndarray | None = None
 
     @property
     def steps(self) -> int:
@@ -74,33 +88,44 @@ def _stopped(theta: np.ndarray) -> bool:
     return not np.all(np.isfinite(theta)) or float(np.linalg.norm(theta)) > DIVERGED_NORM
 
 
-def _run_numpy(spec: Spec, hyper: dict, loss: ToyLoss, steps: int, out: np.ndarray) -> None:
+def _has_scale(spec: Spec, hyper: dict) -> bool:
+    """Whether ``spec`` adapts a global step scale (the meta-step wrappers)."""
+    return SCALE in spec.scalars(spec.namespace(hyper))
+
+
+def _run_numpy(spec: Spec, hyper: dict, loss: ToyLoss, steps: int, out: np.ndarray, sizes: np.ndarray) -> None:
     from .numpy import from_spec
 
     opt = from_spec(spec)(**hyper)
+    scaled = _has_scale(spec, hyper)
     theta = out[0].copy()
     state = opt.init([theta])
     for k in range(1, steps + 1):
+        lr = opt.hyper[LR]
+        lr = lr(state.count) if callable(lr) else lr  # the lr in effect at this step
         with np.errstate(all="ignore"):
             (update,), state = opt.update([loss.grad_np(theta)], state, [theta])
             theta = theta + update
+            sizes[k - 1] = lr * (state.values[SCALE] if scaled else 1.0)
         if _stopped(theta):
             return
         out[k] = theta
 
 
-def _run_torch(spec: Spec, hyper: dict, loss: ToyLoss, steps: int, out: np.ndarray) -> None:
+def _run_torch(spec: Spec, hyper: dict, loss: ToyLoss, steps: int, out: np.ndarray, sizes: np.ndarray) -> None:
     import torch
 
     from .torch import from_spec
 
     p = torch.tensor(out[0], dtype=torch.float64)
     opt = from_spec(spec)([p], **hyper)
+    scaled = _has_scale(spec, hyper)
     for k in range(1, steps + 1):
         with torch.no_grad():
-            gx, gy = loss.grad(torch, p[0], p[1])
-            p.grad = torch.stack([gx, gy])
+            p.grad = torch.stack(list(loss.grad(torch, *p.unbind())))
+        lr = float(opt.param_groups[0]["lr"])  # the lr in effect at this step
         opt.step()
+        sizes[k - 1] = lr * (float(opt.global_scalars()[SCALE]) if scaled else 1.0)
         theta = p.detach().numpy().copy()
         if _stopped(theta):
             return
@@ -109,13 +134,14 @@ def _run_torch(spec: Spec, hyper: dict, loss: ToyLoss, steps: int, out: np.ndarr
 
 @functools.lru_cache(maxsize=64)
 def _jax_runner(spec: Spec, rest: tuple, loss: ToyLoss, steps: int):
-    """A jitted ``(lr, θ₀) -> iterates`` for one configuration; the lr is traced (no recompiles)."""
+    """A jitted ``(lr, θ₀) -> (iterates, step sizes)`` for one configuration; the lr is traced (no recompiles)."""
     import jax
     import jax.numpy as jnp
 
     from .jax import from_spec
 
     factory = from_spec(spec)
+    scaled = _has_scale(spec, {LR: 1.0, **dict(rest)})
 
     @jax.jit
     def iterate(lr, theta0):
@@ -123,18 +149,18 @@ def _jax_runner(spec: Spec, rest: tuple, loss: ToyLoss, steps: int):
 
         def step(carry, _):
             theta, state = carry
-            gx, gy = loss.grad(jnp, theta[0], theta[1])
-            (update,), state = opt.update([jnp.stack([gx, gy])], state, [theta])
+            grads = loss.grad(jnp, *(theta[i] for i in range(loss.dim)))
+            (update,), state = opt.update([jnp.stack(grads)], state, [theta])
             theta = theta + update
-            return (theta, state), theta
+            return (theta, state), (theta, lr * state.scale if scaled else lr)
 
-        _, thetas = jax.lax.scan(step, (theta0, opt.init([theta0])), None, length=steps)
-        return thetas
+        _, (thetas, sizes) = jax.lax.scan(step, (theta0, opt.init([theta0])), None, length=steps)
+        return thetas, sizes
 
     return iterate
 
 
-def _run_jax(spec: Spec, hyper: dict, loss: ToyLoss, steps: int, out: np.ndarray) -> None:
+def _run_jax(spec: Spec, hyper: dict, loss: ToyLoss, steps: int, out: np.ndarray, sizes: np.ndarray) -> None:
     import jax.numpy as jnp
 
     from .jax import from_spec
@@ -143,8 +169,9 @@ def _run_jax(spec: Spec, hyper: dict, loss: ToyLoss, steps: int, out: np.ndarray
     with jax_x64():
         theta0 = jnp.asarray(out[0])
         from_spec(spec)(hyper[LR], **dict(rest)).init([theta0])  # eager: hyperparameter and parameter checks
-        thetas = np.asarray(_jax_runner(spec, rest, loss, steps)(jnp.float64(hyper[LR]), theta0))
-    for k, theta in enumerate(thetas, start=1):
+        thetas, step_sizes = _jax_runner(spec, rest, loss, steps)(jnp.float64(hyper[LR]), theta0)
+    for k, (theta, size) in enumerate(zip(np.asarray(thetas), np.asarray(step_sizes)), start=1):
+        sizes[k - 1] = size
         if _stopped(theta):
             return
         out[k] = theta
@@ -155,7 +182,7 @@ _RUNNERS = {"numpy": _run_numpy, "torch": _run_torch, "jax": _run_jax}
 
 def _losses(loss: ToyLoss, iterates: np.ndarray) -> np.ndarray:
     with np.errstate(all="ignore"):
-        return np.asarray(loss.value(np, iterates[:, 0], iterates[:, 1]), dtype=np.float64)
+        return loss.values(iterates)
 
 
 def run(
@@ -173,7 +200,9 @@ def run(
     """Run ``spec`` with hyperparameters ``hyper`` (``lr`` included) for ``steps`` steps on ``loss``.
 
     Args:
-        spec, loss: objects or registry names (``"Adam"``, ``"rosenbrock"``).
+        spec, loss: objects or registry names (``"Adam"``, ``"rosenbrock"``, ``"portfolio"``).
+            On a simplex loss, ``EG`` with ``variant="simplex"`` keeps the iterates on the
+            simplex; any other optimizer runs unconstrained in R³ (and leaves it).
         with_flow: also integrate the reference ODE flow on the same time grid.
         backend: ``"numpy"`` (the oracle), ``"torch"`` (the generated ``torch.optim`` class) or
             ``"jax"`` (the optax transform, float64, jitted).
@@ -187,9 +216,10 @@ def run(
     if backend not in _RUNNERS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     hyper = dict(hyper)
-    iterates = np.full((steps + 1, 2), np.nan)
+    iterates = np.full((steps + 1, loss.dim), np.nan)
     iterates[0] = loss.start
-    _RUNNERS[backend](spec, hyper, loss, steps, iterates)
+    step_sizes = np.full(steps, np.nan)
+    _RUNNERS[backend](spec, hyper, loss, steps, iterates, step_sizes)
     stopped = np.flatnonzero(np.isnan(iterates[:, 0]))
     flow_iterates = flow_times = flow_losses = None
     if with_flow:
@@ -208,6 +238,7 @@ def run(
         flow_losses=flow_losses,
         diverged_at=int(stopped[0]) if stopped.size else None,
         backend=backend,
+        step_sizes=step_sizes,
     )
 
 

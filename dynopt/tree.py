@@ -253,7 +253,7 @@ class TreeMath:
             return ZERO
         if _is_number(x):
             return {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "abs": abs, "expm1": math.expm1,
-                    "neg": lambda v: -v, "sign": lambda v: float((v > 0) - (v < 0))}[op](x)
+                    "neg": lambda v: -v, "sign": lambda v: float(v > 0) - float(v < 0)}[op](x)
         return self.ops.scalar(op, x)
 
     def sqrt(self, x):

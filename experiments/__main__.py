@@ -11,7 +11,7 @@ import importlib
 import os
 import time
 
-EXPERIMENTS = ["zoo_trajectories"]
+EXPERIMENTS = ["zoo_trajectories", "step_size_insensitivity", "distribution_shift", "eg_vs_gd_sparse", "ode_orders", "classic_figures"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -60,9 +60,11 @@ RANDOM = {
     "axis": lambda rng, _: None,  # one axis must exist in every leaf, and SHAPES has a 0-d leaf
     "total": lambda rng, _: float(rng.uniform(0.5, 2.0)),
     "init_scale": lambda rng, _: float(rng.uniform(0.1, 2.0)),
-    "meta_lr": lambda rng, _: float(rng.uniform(0.0, 0.1)),
+    "meta_lr": lambda rng, _: float(rng.uniform(0.0, 0.05)),
     "gain_lr": lambda rng, _: float(rng.choice([0.0, rng.uniform(0.0, 0.05)])),
     "rule": lambda rng, _: str(rng.choice(["eg", "hd"])),
+    "shrink_lr": lambda rng, _: float(rng.uniform(0.0, 0.1)),
+    "brake_cos": lambda rng, _: float(rng.uniform(-0.5, 0.9)),
     "max_log_step": lambda rng, _: float(rng.uniform(0.01, 0.2)),
     "scale_range": lambda rng, _: (0.1, 10.0),
     "gain_range": lambda rng, _: (0.5, 2.0),

@@ -73,13 +73,14 @@ def meta_cases(base_name):
         def hyper(h, scaled=scaled, base=dynopt.REGISTRY[base_name]):
             hp = scaled(h)
             step = base.time_step(base.namespace(hp))
-            return {**hp, "meta_lr": KAPPA * step, "gain_lr": KAPPA * step / 2}
+            return {**hp, "meta_lr": KAPPA * step, "shrink_lr": 5 * KAPPA * step, "gain_lr": KAPPA * step / 2}
         cases.append((label + "eg-gains", hyper, start))
     return cases
 
 
 SCALING = dict(BASE_CASES)
 SCALING |= {f"Meta{name}": meta_cases(name) for name in ("SGD", "Momentum", "Nesterov", "RMSprop", "Adam")}
+SCALING["NesterovSBC"] = [("", lambda h: {"lr": h * h}, None)]  # s = h²: the ODE clock is t = k·√s
 CASES = [pytest.param(spec, *case, id=f"{spec.name}-{case[0]}" if case[0] else spec.name)
          for spec in dynopt.REGISTRY.values() for case in SCALING.get(spec.name, [("missing", None, None)])]
 

@@ -20,6 +20,7 @@ KWARGS = {  # every registered optimizer, with options that exercise its state
     "eg": {"variant": "signed"},
     "meta_sgd": {"gain_lr": 0.01}, "meta_momentum": {}, "meta_nesterov": {"rule": "hd"},
     "meta_rmsprop": {"gain_lr": 0.01, "momentum": 0.5}, "meta_adam": {},
+    "nesterov_sbc": {},
 }
 NAMES = sorted(KWARGS)
 
@@ -120,14 +121,13 @@ def test_multisteps_accumulates(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_converges_on_parabola_and_rosenbrock(name):
-    """optax's alias_test targets: parabola minimum at (1, −1, 1) for every optimizer; Rosenbrock
-    (minimum (1, 1), from the origin) for the optimizers optax itself tests on it. The meta step
-    is left out of Rosenbrock on purpose: from the origin the curvature grows fivefold along the
-    valley faster than a 2%-per-step controller can shrink s, and MetaSGD diverges (README)."""
+    """optax's alias_test targets: parabola minimum at (1, −1, 1) and Rosenbrock (minimum (1, 1), from
+    the origin), for every optimizer except EG, which is not a Rosenbrock solver (EGU± moves each
+    coordinate at a speed ∝ w⁺ + w⁻ and is 7% short after 10,000 steps)."""
     base = name.removeprefix("meta_")
-    lr = {"sgd": 1e-3, "momentum": 1e-3, "nesterov": 1e-3, "rmsprop": 2e-3, "adam": 5e-3, "eg": 1e-3}[base]
+    lr = {"sgd": 1e-3, "momentum": 1e-3, "nesterov": 1e-3, "rmsprop": 2e-3, "adam": 5e-3, "eg": 1e-3, "nesterov_sbc": 1e-3}[base]
     targets = [(lambda p: jnp.sum((p - jnp.array([1.0, -1.0, 1.0])) ** 2), jnp.array([-1.0, 10.0, 1.0]), jnp.array([1.0, -1.0, 1.0]))]
-    if name in ("sgd", "momentum", "nesterov", "rmsprop", "adam"):
+    if name != "eg":
         targets.append((lambda p: (1 - p[0]) ** 2 + 100 * (p[1] - p[0] ** 2) ** 2, jnp.zeros(2), jnp.ones(2)))
     opt = build(name, lr)
 

@@ -59,8 +59,17 @@ REFERENCED_PARAMS = [p for p in PARAMS if p.values[0].name in REFERENCED]
 
 
 def assert_close(mine, ref, tol, what):
+    """Per leaf: max |a − b| / max |b| ≤ tol."""
     worst = max(rel_diff(a, b) for a, b in zip(mine, ref))
     assert worst <= tol, f"{what}: max relative difference {worst:.3g} > {tol:g}"
+
+
+def assert_state_close(mine, ref, tol, what):
+    """A state variable relative to its scale over the whole tree: an average of ± gradients can be
+    near zero in one leaf while its rounding is set by the gradients' size (e.g. RMSprop's grad_avg)."""
+    scale = max(float(np.max(np.abs(b), initial=0.0)) for b in ref)
+    worst = max(float(np.max(np.abs(np.asarray(a) - b), initial=0.0)) for a, b in zip(mine, ref)) / (scale or 1.0)
+    assert worst <= tol, f"{what}: max difference {worst:.3g} of the state's scale > {tol:g}"
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -73,7 +82,7 @@ def test_torch_equals_torch_optim(spec, seed, dtype):
     assert_close(mine, ref, TOL[dtype], f"{spec.name} {hp} params")
     shared = [n for n in spec.state(spec.namespace(hp)) if n in ref_opt.state[ref_opt.param_groups[0]["params"][0]]]
     for name, leaves in torch_state(opt, shared).items():
-        assert_close(leaves, torch_state(ref_opt, [name])[name], TOL[dtype], f"{spec.name} state {name}")
+        assert_state_close(leaves, torch_state(ref_opt, [name])[name], TOL[dtype], f"{spec.name} state {name}")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -103,8 +112,8 @@ def test_backends_agree_with_numpy_oracle(spec, seed):
         assert abs(values.pop() - oracle_state[name]) <= 1e-12 * abs(oracle_state[name])
         assert abs(float(getattr(jax_state, name)) - oracle_state[name]) <= 1e-12 * abs(oracle_state[name])
     for name in names:
-        assert_close(torch_state(opt, [name])[name], oracle_state[name], 1e-12, f"torch state {name}")
-        assert_close(optax_state(jax_state, [name])[name], oracle_state[name], 1e-12, f"jax state {name}")
+        assert_state_close(torch_state(opt, [name])[name], oracle_state[name], 1e-12, f"torch state {name}")
+        assert_state_close(optax_state(jax_state, [name])[name], oracle_state[name], 1e-12, f"jax state {name}")
     steps = {float(opt.state[p]["step"]) for p in opt.param_groups[0]["params"]}
     assert steps == {STEPS} and int(jax_state.count) == STEPS
 

@@ -36,6 +36,7 @@ CONFIGS = {  # every registered optimizer, with options that exercise its state
     "MetaNesterov": {"meta_lr": 0.05, "rule": "hd"},
     "MetaRMSprop": {"meta_lr": 0.05, "gain_lr": 0.01, "momentum": 0.5},
     "MetaAdam": {"meta_lr": 0.05},
+    "NesterovSBC": {"weight_decay": 0.01},
 }
 ZOO = {name: (getattr(dynopt.torch, name), REFERENCES.get(name), kw) for name, kw in CONFIGS.items()}
 NAMES = sorted(ZOO)

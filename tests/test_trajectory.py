@@ -1,4 +1,5 @@
-"""Trajectories: the three backends agree, the iterates approach the flow as lr → 0, divergence is contained."""
+"""Trajectories: the three backends agree, the iterates approach the flow as lr → 0, divergence is contained,
+EG stays on the simplex, and the recorded step sizes are the ones the optimizer took."""
 
 from __future__ import annotations
 
@@ -86,6 +87,87 @@ def test_divergence_is_stopped_and_nan_padded(backend):
     assert np.all(np.isfinite(traj.iterates[:k])) and np.all(np.linalg.norm(traj.iterates[:k], axis=1) <= DIVERGED_NORM)
     assert np.all(np.isnan(traj.iterates[k:])) and np.all(np.isnan(traj.losses[k:]))
     assert traj.final_loss == np.inf
+    # step k (entry k − 1), the one that left the ball, is recorded; later steps were not taken
+    np.testing.assert_array_equal(traj.step_sizes[:k], 1.0)
+    assert np.all(np.isnan(traj.step_sizes[k:]))
+
+
+# ----------------------------------------------------------------------------- EG on the simplex
+
+SIMPLEX_EG = {"lr": 0.5, "variant": "simplex"}
+
+
+def on_simplex(points: np.ndarray, atol: float = 1e-12) -> None:
+    assert np.all(points > 0)
+    np.testing.assert_allclose(points.sum(axis=1), 1.0, rtol=0, atol=atol)
+
+
+def test_eg_on_the_simplex_loss_agrees_across_backends_and_stays_on_the_simplex():
+    loss = LOSSES["portfolio"]
+    runs = {b: run("EG", SIMPLEX_EG, loss, 80, backend=b, with_flow=b == "numpy") for b in BACKENDS}
+    reference = runs["numpy"]
+    assert reference.iterates.shape == (81, 3) and reference.diverged_at is None
+    on_simplex(reference.iterates)
+    on_simplex(reference.flow_iterates, atol=1e-7)  # the replicator flow keeps Σw too, to the solver's rtol 1e-10 × t
+    for backend in ("torch", "jax"):
+        np.testing.assert_allclose(runs[backend].iterates, reference.iterates, rtol=1e-10, atol=1e-13, err_msg=backend)
+    start, end = (np.linalg.norm(reference.iterates[i] - loss.minimizers[0]) for i in (0, -1))
+    assert end < 1e-3 * start, (start, end)
+    np.testing.assert_allclose(reference.losses, [loss.value_np(w) for w in reference.iterates], rtol=1e-14)
+    assert np.all(np.diff(reference.losses) <= 1e-15), "EG on a convex loss with this lr decreases L"
+
+
+def test_eg_on_the_simplex_tracks_its_replicator_flow_closer_with_a_smaller_lr():
+    """Same ODE horizon, lr 10x smaller: EG is Euler in log coordinates, order 1 (dynopt.optimizers.eg)."""
+    horizon, errors = 4.0, {}
+    for lr in (0.02, 0.2):
+        hyper = {**SIMPLEX_EG, "lr": lr}
+        steps = int(round(horizon / ode.time_step(dynopt.eg, hyper)))
+        traj = run("EG", hyper, "portfolio", steps)
+        assert traj.times[-1] == pytest.approx(horizon)
+        errors[lr] = np.max(np.linalg.norm(traj.iterates - traj.flow_iterates, axis=1))
+    assert 0.05 < errors[0.02] / errors[0.2] < 0.2, errors
+
+
+def test_an_unconstrained_optimizer_leaves_the_simplex():
+    """The contrast: SGD on the same loss follows −∇L in R³, and Σw drifts from 1."""
+    traj = run("SGD", {"lr": 0.1}, "portfolio", 50, with_flow=False)
+    assert np.max(np.abs(traj.iterates.sum(axis=1) - 1)) > 0.1
+
+
+# ----------------------------------------------------------------------------- step sizes
+
+META = {"lr": 1e-2, "meta_lr": 0.05}
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_fixed_step_optimizers_record_their_lr(name):
+    traj = run(name, ZOO[name], "rosenbrock", 20, with_flow=False, backend="numpy")
+    assert traj.step_sizes.shape == (20,)
+    np.testing.assert_array_equal(traj.step_sizes, ZOO[name]["lr"])
+
+
+@pytest.mark.parametrize("name, hyper", [("MetaSGD", META), ("MetaMomentum", {**META, "lr": 1e-3, "momentum": 0.9})])
+def test_meta_step_sizes_agree_across_backends(name, hyper):
+    runs = {b: run(name, hyper, "quadratic", 120, with_flow=False, backend=b) for b in BACKENDS}
+    reference = runs["numpy"].step_sizes
+    assert reference.shape == (120,) and np.all(np.isfinite(reference))
+    assert reference[0] == hyper["lr"], "s₀ = 1: the first step is the base's"
+    assert reference.max() > 10 * hyper["lr"], "from a too-small lr the scale should grow"
+    for backend in ("torch", "jax"):
+        np.testing.assert_allclose(runs[backend].step_sizes, reference, rtol=1e-12, err_msg=backend)
+        np.testing.assert_allclose(runs[backend].iterates, runs["numpy"].iterates, rtol=1e-10, atol=1e-13, err_msg=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_meta_sgd_step_sizes_are_the_steps_taken(backend):
+    """For MetaSGD without gains, θ_k − θ_{k−1} = −(lr·s_k)∇L(θ_{k−1}): the recorded size is ‖Δθ‖/‖∇L‖."""
+    loss = LOSSES["quadratic"]
+    traj = run("MetaSGD", META, loss, 60, with_flow=False, backend=backend)
+    grads = np.array([loss.grad_np(theta) for theta in traj.iterates[:-1]])
+    measured = np.linalg.norm(np.diff(traj.iterates, axis=0), axis=1) / np.linalg.norm(grads, axis=1)
+    np.testing.assert_allclose(traj.step_sizes, measured, rtol=1e-9)
+    assert np.ptp(np.log(traj.step_sizes)) > 1.0, "the step size should change over the run"
 
 
 def test_a_stable_run_reports_its_final_loss():

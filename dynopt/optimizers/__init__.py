@@ -10,11 +10,13 @@ from .meta_step import meta_sgd as meta_sgd
 from .meta_step import meta_step as meta_step
 from .momentum import momentum as momentum
 from .nesterov import nesterov as nesterov
+from .nesterov_sbc import nesterov_sbc as nesterov_sbc
 from .rmsprop import rmsprop as rmsprop
 from .sgd import sgd as sgd
 
 # The order of the public names in dynopt.torch, dynopt.jax and dynopt.numpy.
-ZOO = (sgd, momentum, nesterov, rmsprop, adam, eg, meta_sgd, meta_momentum, meta_nesterov, meta_rmsprop, meta_adam)
+ZOO = (sgd, momentum, nesterov, rmsprop, adam, eg, meta_sgd, meta_momentum, meta_nesterov, meta_rmsprop, meta_adam,
+       nesterov_sbc)
 
 __all__ = ["ZOO", "sgd", "momentum", "nesterov", "rmsprop", "adam", "eg", "meta_step",
-           "meta_sgd", "meta_momentum", "meta_nesterov", "meta_rmsprop", "meta_adam"]
+           "meta_sgd", "meta_momentum", "meta_nesterov", "meta_rmsprop", "meta_adam", "nesterov_sbc"]

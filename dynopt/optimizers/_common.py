@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..spec import Hyper, interval, nonnegative
 
-__all__ = ["force", "relax", "lr_hyper", "WEIGHT_DECAY", "MAXIMIZE", "no_state_field"]
+__all__ = ["force", "force_jacobian", "relax", "lr_hyper", "momentum_hyper", "WEIGHT_DECAY", "MAXIMIZE"]
 
 
 def lr_hyper(default: float) -> Hyper:
@@ -35,5 +35,7 @@ def relax(average, target, decay, h):
     return (1 - decay) / h * (target - average)
 
 
-def no_state_field(*_):
-    return ()
+def force_jacobian(hp, hvp, v):
+    """J_F·v for the force F = ±∇L + λθ: ±∇²L·v + λv (``hvp`` is the Hessian-vector product of L)."""
+    hv = hvp(v)
+    return (-hv if getattr(hp, "maximize", False) else hv) + getattr(hp, "weight_decay", 0) * v

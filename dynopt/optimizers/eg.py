@@ -28,6 +28,17 @@ Hyperparameter map: h = lr, step k at ODE time k·lr. Order 1. EG is mirror desc
 entropy: the proximal step argmin ⟨g, θ⟩ + KL(θ‖θ_{t−1})/lr, whose flow is θ' = −θ ⊙ ∇L, not
 the gradient flow on log θ (that one would be θ' = −θ² ⊙ ∇L).
 
+Modified equation (``modified_field``): Euler in the dual coordinates z = log θ (log w±) has the
+modified field ż = G − (h/2) G′G. For EGU, ż = −F(e^z) and G′G = J_F (θ⊙F), so::
+
+    θ' = −θ ⊙ Φ,      Φ = F + (h/2) J_F q,      J_F = ∇²L + λI,
+
+with q = θ⊙F. Every variant is its own ODE with F replaced by Φ; only q changes:
+``simplex`` q = θ⊙(F − ⟨θ, F⟩/U) (F composed with the softmax is shift-invariant, so the
+normalization can be postponed and the Jacobian of θ = U·softmax(z) enters), ``signed``
+q = (w⁺ + w⁻)⊙F, ``signed_simplex`` q = (w⁺ + w⁻)⊙F − θ⟨θ, F⟩/U (sums along ``axis``).
+This is not the mirror flow of a modified loss in general.
+
 Start and constraints:
     * ``positive`` and ``simplex`` need every entry of every parameter > 0 (ValueError otherwise,
       naming the param group and index); a ``simplex`` axis that the parameter lacks is a ValueError.
@@ -52,7 +63,7 @@ References:
 from __future__ import annotations
 
 from ..spec import Hyper, Spec, interval, one_of, optional_int, register
-from ._common import MAXIMIZE, WEIGHT_DECAY, force, lr_hyper
+from ._common import MAXIMIZE, WEIGHT_DECAY, force, force_jacobian, lr_hyper
 
 SIGNED = ("signed", "signed_simplex")
 NORMALIZED = ("simplex", "signed_simplex")
@@ -96,7 +107,24 @@ def update(o, hp, t, grad, param, state):
 
 
 def vector_field(o, hp, time, param, state, grad):
+    return mirror_flow(o, hp, param, state, force(hp, grad, param))
+
+
+def modified_field(o, hp, time, param, state, grad, hvp):
     f = force(hp, grad, param)
+    if hp.variant == "positive":
+        q = param * f
+    elif hp.variant == "simplex":
+        q = param * (f - o.sum_along(param * f, hp.axis) / hp.total)
+    else:
+        q = (state.w_plus + state.w_minus) * f
+        if hp.variant == "signed_simplex":
+            q = q - param * (o.sum_along(param * f, hp.axis) / hp.total)
+    return mirror_flow(o, hp, param, state, f + hp.lr / 2 * force_jacobian(hp, hvp, q))
+
+
+def mirror_flow(o, hp, param, state, f):
+    """The mirror (replicator) flow of each variant, driven by ``f`` (the force, or its modified form)."""
     if hp.variant == "positive":
         return -param * f, {}
     if hp.variant == "simplex":
@@ -124,6 +152,7 @@ eg = register(
         check_param=check_param,
         update=update,
         vector_field=vector_field,
+        modified_field=modified_field,
         time_step=lambda hp: hp.lr,
         needs_params=lambda hp: True,
         ode="(log θ)' = −∇L (θ' = −θ⊙∇L; replicator flow on the simplex)",

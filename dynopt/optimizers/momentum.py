@@ -12,8 +12,20 @@ Scheme (torch.optim.SGD form, t = 1, 2, …)::
 Hyperparameter map: lr = h², μ = 1 − γh, so h = √lr and step k sits at ODE time t = k·√lr
 (the "second-order" clock: one step advances √lr ≫ lr). The velocity is θ' = −h·b.
 Order 1 in h against the ODE; O(h²) against the modified ODE (1 − γh/2)θ'' + γθ' + ∇L = 0
-when the initial velocity is matched. For fixed μ and lr → 0 the iterates instead follow the
-gradient flow θ' = −∇L/(1 − μ) on the clock t = k·lr.
+when the initial velocity is matched.
+
+Modified equation (``modified_field``; Taylor expansion of the two-step form
+θ_{n+1} − 2θ_n + θ_{n−1} + γh(θ_n − θ_{n−1}) = −h²(1 − τ)F(θ_n))::
+
+    (1 − γh/2) θ'' + γ θ' + (1 − τ) F(θ) = O(h²)
+    i.e.  θ' = −h·b,   b' = ((1 − τ)F − (1 − μ) b) / (h (1 + μ)/2)       (1 − γh/2 = (1 + μ)/2)
+
+Matching the start: the discrete b_0 that puts θ_{−1} = θ_0 − lr·b_0 on the modified solution
+through θ_0 with θ'(0) = 0 is b_0 = −F(θ_0)/(1 + μ) + O(h); the default b_0 = 0 (torch's
+b_1 = g_1) costs O(h) even against the modified equation (both measured in tests/test_modified.py).
+
+For fixed μ and lr → 0 the iterates instead follow the gradient flow θ' = −∇L/(1 − μ) on the
+clock t = k·lr.
 
 Conventions:
     * ``dynopt.torch.Momentum(params, lr, momentum=μ, dampening=τ)`` equals
@@ -55,6 +67,16 @@ def vector_field(o, hp, time, param, state, grad):
     return heavy_ball_flow(hp, state.momentum_buffer, (1 - hp.dampening) * force(hp, grad, param))
 
 
+def modified_heavy_ball_flow(hp, buffer, drive):
+    """(1 − γh/2)θ'' + γθ' = −drive in buffer units: the heavy-ball rates divided by (1 + μ)/2."""
+    d_theta, rates = heavy_ball_flow(hp, buffer, drive)
+    return d_theta, {"momentum_buffer": rates["momentum_buffer"] * (2 / (1 + hp.momentum))}
+
+
+def modified_field(o, hp, time, param, state, grad, hvp):
+    return modified_heavy_ball_flow(hp, state.momentum_buffer, (1 - hp.dampening) * force(hp, grad, param))
+
+
 momentum = register(
     Spec(
         name="Momentum",
@@ -68,6 +90,7 @@ momentum = register(
         state=lambda hp: ("momentum_buffer",),
         update=update,
         vector_field=vector_field,
+        modified_field=modified_field,
         time_step=lambda hp: hp.lr**0.5,
         needs_params=lambda hp: not is_static_zero(hp.weight_decay),
         ode="θ'' + γθ' + ∇L(θ) = 0",

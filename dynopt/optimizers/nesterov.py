@@ -13,6 +13,15 @@ Two-step form: θ_{t+1} − θ_t = μ(θ_t − θ_{t−1}) − lr[g_t + μ(g_t �
 gradient-difference correction, which at O(h) adds Hessian damping. The modified ODE is
 (1 − γh/2)θ'' + γθ' + h∇²L(θ)θ' + ∇L = 0.
 
+Modified equation (``modified_field``; F_n − F_{n−1} = h J_F θ' + O(h²) in the two-step form)::
+
+    (1 − γh/2) θ'' + γ θ' + h J_F(θ) θ' + F(θ) = O(h²)
+    i.e.  θ' = −h·b,   b' = (F − (1 − μ) b − lr·J_F b) / (h (1 + μ)/2)
+
+J_F = ∇²L + λI. Without the Hessian-damping term h J_F θ' the error stays O(h). Matching the
+start: θ_{−1} on the modified solution gives b_0 = −((θ_0 − θ_{−1})/lr + F(θ_{−1}))/μ ≈ −3F(θ_0)/(2μ)
+for θ'(0) = 0 (the two-step form needs both θ_{−1} and F(θ_{−1})).
+
 Hyperparameter map: as heavy ball, lr = h², μ = 1 − γh, step k at ODE time k·√lr.
 Order 1 against the heavy-ball ODE.
 
@@ -30,8 +39,8 @@ References:
 from __future__ import annotations
 
 from ..spec import Spec, is_static_zero, register
-from ._common import MAXIMIZE, WEIGHT_DECAY, force, lr_hyper, momentum_hyper
-from .momentum import heavy_ball_flow
+from ._common import MAXIMIZE, WEIGHT_DECAY, force, force_jacobian, lr_hyper, momentum_hyper
+from .momentum import heavy_ball_flow, modified_heavy_ball_flow
 
 
 def update(o, hp, t, grad, param, state):
@@ -44,6 +53,12 @@ def vector_field(o, hp, time, param, state, grad):
     return heavy_ball_flow(hp, state.momentum_buffer, force(hp, grad, param))
 
 
+def modified_field(o, hp, time, param, state, grad, hvp):
+    buffer = state.momentum_buffer
+    drive = force(hp, grad, param) - hp.lr * force_jacobian(hp, hvp, buffer)  # θ' = −h·b: h J_F θ' = −lr J_F b
+    return modified_heavy_ball_flow(hp, buffer, drive)
+
+
 nesterov = register(
     Spec(
         name="Nesterov",
@@ -51,6 +66,7 @@ nesterov = register(
         state=lambda hp: ("momentum_buffer",),
         update=update,
         vector_field=vector_field,
+        modified_field=modified_field,
         time_step=lambda hp: hp.lr**0.5,
         needs_params=lambda hp: not is_static_zero(hp.weight_decay),
         ode="θ'' + γθ' + ∇L(θ) = 0 (+ h∇²L θ' at next order)",

@@ -12,6 +12,12 @@ Hyperparameter map: h = lr, so step k sits at ODE time t = k·lr. Order 1: the i
 O(lr) from the flow on a fixed time interval, and O(lr²) from the modified flow
 θ' = −∇(L + lr/4·‖∇L‖²) (implicit gradient regularisation).
 
+Modified equation (``modified_field``; backward error analysis of Euler, f̃ = f − (h/2) f′f)::
+
+    θ' = −F − (h/2) J_F F,      J_F = ∇²L + λI   (−∇²L + λI when maximize)
+
+which for λ = 0 is θ' = −∇(L + (h/4)‖∇L‖²).
+
 Conventions: identical to ``torch.optim.SGD(params, lr, weight_decay=λ, maximize=...)`` with
 momentum 0, and to ``optax.sgd(learning_rate)`` (chain ``optax.add_decayed_weights(λ)`` first for
 weight decay). State: only the step counter.
@@ -24,7 +30,7 @@ References:
 from __future__ import annotations
 
 from ..spec import Spec, is_static_zero, register
-from ._common import MAXIMIZE, WEIGHT_DECAY, force, lr_hyper
+from ._common import MAXIMIZE, WEIGHT_DECAY, force, force_jacobian, lr_hyper
 
 
 def update(o, hp, t, grad, param, state):
@@ -35,6 +41,11 @@ def vector_field(o, hp, time, param, state, grad):
     return -force(hp, grad, param), {}
 
 
+def modified_field(o, hp, time, param, state, grad, hvp):
+    f = force(hp, grad, param)
+    return -f - hp.lr / 2 * force_jacobian(hp, hvp, f), {}
+
+
 sgd = register(
     Spec(
         name="SGD",
@@ -42,6 +53,7 @@ sgd = register(
         state=lambda hp: (),
         update=update,
         vector_field=vector_field,
+        modified_field=modified_field,
         time_step=lambda hp: hp.lr,
         needs_params=lambda hp: not is_static_zero(hp.weight_decay),
         ode="θ' = −∇L(θ)",
