@@ -182,6 +182,9 @@ class Spec:
         everything it steps at once (in torch: all param groups) and passes the totals to
         ``update(..., totals=...)``. Use this, not ``o.dot`` inside ``update``, for a reduction that
         must span param groups.
+    ``effective_lr(hp, scalars) -> step size``
+        The step size in effect given the global scalars, for logging and plots (default: ``hp.lr``;
+        the meta-step wrappers return ``hp.lr * scalars["scale"]``).
     ``check_param(o, hp, leaf) -> reason or None``
         Validates one parameter when the optimizer is built (positivity for EG); backends raise
         ``ValueError`` naming the param group and index.
@@ -217,6 +220,7 @@ class Spec:
     scalars: Callable[[SimpleNamespace], dict[str, float]] = field(default=lambda hp: {})
     reductions: Callable[..., dict] | None = None
     check_param: Callable[..., str | None] | None = None
+    effective_lr: Callable[[SimpleNamespace, dict], Any] | None = None
     modified_field: Callable[..., tuple[Any, dict]] | None = None
 
     def __post_init__(self) -> None:
@@ -249,6 +253,10 @@ class Spec:
         if self.initial_state is not None:
             return self.initial_state(o, hp, param)
         return {name: o.zeros_like(param) for name in self.state(hp)}
+
+    def step_size(self, hp: SimpleNamespace, scalars: Mapping[str, Any]) -> Any:
+        """The effective learning rate at hyperparameters ``hp`` (lr in effect) and global ``scalars``."""
+        return hp.lr if self.effective_lr is None else self.effective_lr(hp, scalars)
 
     def check_params(self, o, hp: SimpleNamespace, leaves, where: Callable[[int], str]) -> None:
         """Raise ValueError for the first parameter that ``check_param`` rejects."""

@@ -6,10 +6,11 @@ integrates the spec's reference flow on the same ODE time grid (:func:`dynopt.od
 The parameter is one float64 vector of the loss's dimension: (x, y) for the 2-D losses, the
 3 weights of a simplex loss (run ``EG`` with ``variant="simplex"`` there).
 A run that leaves the ball of radius :data:`DIVERGED_NORM` is stopped and NaN-padded.
-Every step's scalar step size is recorded (``Trajectory.step_sizes``): the lr in effect, times
-the adapted global scale s of a meta-step optimizer (a spec with a global scalar ``"scale"``),
-read through each backend's public API: ``state.values["scale"]`` (NumPy oracle),
-``optimizer.global_scalars()["scale"]`` and ``param_groups[0]["lr"]`` (torch), ``state.scale`` (optax).
+Every step's scalar step size is recorded (``Trajectory.step_sizes``): the spec's own
+:meth:`~dynopt.spec.Spec.step_size` of the lr in effect and the global scalars, read through each
+backend's public API (``state.values`` in NumPy, ``optimizer.global_scalars()`` and
+``param_groups[0]["lr"]`` in torch, the state's fields in optax). For the meta-step wrappers
+that is lr · s.
 Importing this module imports neither torch nor jax.
 """
 
@@ -24,8 +25,6 @@ import numpy as np
 from . import ode
 from .losses import LOSSES, ToyLoss
 from .spec import LR, REGISTRY, Spec
-
-SCALE = "scale"  # the global scalar of dynopt.meta_step wrappers: effective lr = lr · scale
 
 __all__ = ["Trajectory", "run", "jax_x64", "DIVERGED_NORM", "BACKENDS"]
 
@@ -88,16 +87,16 @@ def _stopped(theta: np.ndarray) -> bool:
     return not np.all(np.isfinite(theta)) or float(np.linalg.norm(theta)) > DIVERGED_NORM
 
 
-def _has_scale(spec: Spec, hyper: dict) -> bool:
-    """Whether ``spec`` adapts a global step scale (the meta-step wrappers)."""
-    return SCALE in spec.scalars(spec.namespace(hyper))
+def _step_size(spec: Spec, hyper: dict, lr, scalars) -> Any:
+    """The spec's own effective lr (``Spec.step_size``) given the lr in effect and its global scalars."""
+    return spec.step_size(spec.namespace({**hyper, LR: lr}), scalars)
 
 
 def _run_numpy(spec: Spec, hyper: dict, loss: ToyLoss, steps: int, out: np.ndarray, sizes: np.ndarray) -> None:
     from .numpy import from_spec
 
     opt = from_spec(spec)(**hyper)
-    scaled = _has_scale(spec, hyper)
+    names = tuple(spec.scalars(spec.namespace(hyper)))
     theta = out[0].copy()
     state = opt.init([theta])
     for k in range(1, steps + 1):
@@ -106,7 +105,7 @@ def _run_numpy(spec: Spec, hyper: dict, loss: ToyLoss, steps: int, out: np.ndarr
         with np.errstate(all="ignore"):
             (update,), state = opt.update([loss.grad_np(theta)], state, [theta])
             theta = theta + update
-            sizes[k - 1] = lr * (state.values[SCALE] if scaled else 1.0)
+            sizes[k - 1] = _step_size(spec, hyper, lr, {n: state.values[n] for n in names})
         if _stopped(theta):
             return
         out[k] = theta
@@ -119,13 +118,12 @@ def _run_torch(spec: Spec, hyper: dict, loss: ToyLoss, steps: int, out: np.ndarr
 
     p = torch.tensor(out[0], dtype=torch.float64)
     opt = from_spec(spec)([p], **hyper)
-    scaled = _has_scale(spec, hyper)
     for k in range(1, steps + 1):
         with torch.no_grad():
             p.grad = torch.stack(list(loss.grad(torch, *p.unbind())))
         lr = float(opt.param_groups[0]["lr"])  # the lr in effect at this step
         opt.step()
-        sizes[k - 1] = lr * (float(opt.global_scalars()[SCALE]) if scaled else 1.0)
+        sizes[k - 1] = _step_size(spec, hyper, lr, {n: float(v) for n, v in opt.global_scalars().items()})
         theta = p.detach().numpy().copy()
         if _stopped(theta):
             return
@@ -141,7 +139,7 @@ def _jax_runner(spec: Spec, rest: tuple, loss: ToyLoss, steps: int):
     from .jax import from_spec
 
     factory = from_spec(spec)
-    scaled = _has_scale(spec, {LR: 1.0, **dict(rest)})
+    names = tuple(spec.scalars(spec.namespace({LR: 1.0, **dict(rest)})))
 
     @jax.jit
     def iterate(lr, theta0):
@@ -152,7 +150,7 @@ def _jax_runner(spec: Spec, rest: tuple, loss: ToyLoss, steps: int):
             grads = loss.grad(jnp, *(theta[i] for i in range(loss.dim)))
             (update,), state = opt.update([jnp.stack(grads)], state, [theta])
             theta = theta + update
-            return (theta, state), (theta, lr * state.scale if scaled else lr)
+            return (theta, state), (theta, _step_size(spec, dict(rest), lr, {n: getattr(state, n) for n in names}))
 
         _, (thetas, sizes) = jax.lax.scan(step, (theta0, opt.init([theta0])), None, length=steps)
         return thetas, sizes

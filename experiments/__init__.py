@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import random
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["base_parser", "seed_everything", "use_headless_matplotlib"]
+__all__ = ["base_parser", "prepare", "seed_everything", "use_headless_matplotlib"]
 
 
 def base_parser(name: str, description: str) -> argparse.ArgumentParser:
@@ -42,3 +44,15 @@ def use_headless_matplotlib() -> None:
         import matplotlib
 
         matplotlib.use("Agg")
+
+
+def prepare(name: str, doc: str, config: Any, argv: list[str] | None) -> tuple[Any, Path]:
+    """Parse the shared flags, seed the RNGs, pick the matplotlib backend, build the config
+    (``config.fast(...)`` with ``--fast``) and create the output folder."""
+    args = base_parser(name, doc.splitlines()[0]).parse_args(argv)
+    use_headless_matplotlib()
+    seed_everything(args.seed, args.backend)
+    cfg = (config.fast if args.fast else config)(backend=args.backend, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return cfg, out

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -35,7 +34,7 @@ import dynopt
 from dynopt import ode
 from dynopt.numpy import nesterov_sbc, sgd
 
-from . import base_parser, seed_everything, use_headless_matplotlib
+from . import prepare
 
 NAME = "classic_figures"
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#000000")
@@ -385,12 +384,7 @@ def path_kernel_figure(cfg: Config, d: dict) -> Figure:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = base_parser(NAME, __doc__.splitlines()[0]).parse_args(argv)
-    use_headless_matplotlib()
-    seed_everything(args.seed, args.backend)
-    cfg = (Config.fast if args.fast else Config)(backend=args.backend, seed=args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg, out = prepare(NAME, __doc__, Config, argv)
     start = time.perf_counter()
     total = len(set(cfg.sbc_s) | set(cfg.sbc_error_s)) + len(cfg.igr_path_h) + len(cfg.igr_final_h) + len(cfg.pk_lrs)
     with tqdm(total=total, desc=NAME, unit="run") as progress:

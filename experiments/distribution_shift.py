@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from dynopt.plotting import colour
 
-from . import base_parser, seed_everything, use_headless_matplotlib
+from . import prepare
 from .step_size_insensitivity import Objective, hyper_text, meta_hyper, optimize
 
 NAME = "distribution_shift"
@@ -225,12 +225,7 @@ def save(cfg: Config, curves: dict, table: dict, out: Path, seconds: float) -> l
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    args = base_parser(NAME, __doc__.splitlines()[0]).parse_args(argv)
-    use_headless_matplotlib()
-    seed_everything(args.seed, args.backend)
-    cfg = (Config.fast if args.fast else Config)(backend=args.backend, seed=args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg, out = prepare(NAME, __doc__, Config, argv)
 
     start = time.perf_counter()
     with tqdm(total=len(cfg.methods()), desc=NAME, unit="run") as progress:

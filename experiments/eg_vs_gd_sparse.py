@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from dynopt.plotting import colour
 
-from . import base_parser, seed_everything, use_headless_matplotlib
+from . import prepare
 from .step_size_insensitivity import Objective, optimize
 
 NAME = "eg_vs_gd_sparse"
@@ -259,12 +259,7 @@ def save(cfg: Config, results: dict[str, Any], out: Path, seconds: float) -> lis
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = base_parser(NAME, __doc__.splitlines()[0]).parse_args(argv)
-    use_headless_matplotlib()
-    seed_everything(args.seed, args.backend)
-    cfg = (Config.fast if args.fast else Config)(backend=args.backend, seed=args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg, out = prepare(NAME, __doc__, Config, argv)
 
     start = time.perf_counter()
     with tqdm(total=2 * len(cfg.methods()) * cfg.grid_size, desc=NAME, unit="run") as progress:

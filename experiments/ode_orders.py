@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -32,7 +31,7 @@ import dynopt
 from dynopt import ode
 from dynopt.spec import Spec
 
-from . import base_parser, seed_everything, use_headless_matplotlib
+from . import prepare
 
 NAME = "ode_orders"
 THETA0 = np.array([1.5, 1.0])
@@ -374,12 +373,7 @@ def trajectory_figure(cfg: Config, data: dict[str, dict[str, Any]]) -> Figure:
 
 
 def main(argv: list[str] | None = None) -> list[Measured]:
-    args = base_parser(NAME, __doc__.splitlines()[0]).parse_args(argv)
-    use_headless_matplotlib()
-    seed_everything(args.seed, args.backend)
-    cfg = (Config.fast if args.fast else Config)(backend=args.backend, seed=args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg, out = prepare(NAME, __doc__, Config, argv)
     start = time.perf_counter()
     specs = [dynopt.REGISTRY[name] for name in cfg.optimizers]
     results = []

@@ -58,7 +58,7 @@ from tqdm.auto import tqdm
 from dynopt import REGISTRY
 from dynopt.plotting import colour
 
-from . import base_parser, seed_everything, use_headless_matplotlib
+from . import prepare
 
 NAME = "step_size_insensitivity"
 
@@ -512,12 +512,7 @@ def save(cfg: Config, results: dict[str, dict], out: Path, seconds: float) -> li
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
-    args = base_parser(NAME, __doc__.splitlines()[0]).parse_args(argv)
-    use_headless_matplotlib()
-    seed_everything(args.seed, args.backend)
-    cfg = (Config.fast if args.fast else Config)(backend=args.backend, seed=args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg, out = prepare(NAME, __doc__, Config, argv)
 
     start = time.perf_counter()
     results: dict[str, dict] = {}

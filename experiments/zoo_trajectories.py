@@ -30,7 +30,7 @@ from dynopt.losses import LOSSES
 from dynopt.plotting import colour, contour_trajectories, legend_extras, loss_curves, race_animation
 from dynopt.trajectory import Trajectory, run
 
-from . import base_parser, seed_everything, use_headless_matplotlib
+from . import prepare
 
 NAME = "zoo_trajectories"
 
@@ -196,12 +196,7 @@ def save_data(cfg: Config, results: dict, finals: dict, out: Path, seconds: floa
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[Trajectory]]:
-    args = base_parser(NAME, __doc__.splitlines()[0]).parse_args(argv)
-    use_headless_matplotlib()
-    seed_everything(args.seed, args.backend)
-    cfg = (Config.fast if args.fast else Config)(backend=args.backend, seed=args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg, out = prepare(NAME, __doc__, Config, argv)
 
     start = time.perf_counter()
     results: dict[str, list[Trajectory]] = {}

@@ -163,6 +163,7 @@ def meta_step(base: Spec) -> Spec:
         state=state,
         initial_state=initial_state,
         scalars=lambda hp: {**base.scalars(hp), "scale": 1.0},
+        effective_lr=lambda hp, scalars: hp.lr * scalars["scale"],
         reductions=reductions,
         check_param=base.check_param,
         update=update,
