@@ -19,7 +19,7 @@ import math
 import numbers
 from typing import Any, Callable, Sequence
 
-__all__ = ["Tree", "ZERO", "LeafOps", "ArrayLeafOps", "TreeMath"]
+__all__ = ["Tree", "ZERO", "LeafOps", "ArrayLeafOps", "FiniteSumArrayOps", "TreeMath"]
 
 
 def _is_number(x: Any) -> bool:
@@ -225,7 +225,14 @@ class ArrayLeafOps(LeafOps):
 
     def reduce_along(self, op, xs, axis):
         f = {"sum": self.xp.sum, "max": self.xp.max, "min": self.xp.min}[op]
-        return [f(x, axis=axis, keepdims=True) for x in xs]
+        out = []
+        for x in xs:
+            if x.size == 0 and op != "sum":  # no identity; any value broadcasts against an empty leaf
+                dims = range(x.ndim) if axis is None else (axis % max(x.ndim, 1),)
+                out.append(self.xp.zeros([1 if d in dims else n for d, n in enumerate(x.shape)], x.dtype))
+            else:
+                out.append(f(x, axis=axis, keepdims=True))
+        return out
 
     def clip(self, s, low, high):
         return self.xp.clip(s, low, high)
@@ -235,6 +242,17 @@ class ArrayLeafOps(LeafOps):
 
     def leaf_ndim(self, x):
         return x.ndim
+
+
+class FiniteSumArrayOps(ArrayLeafOps):
+    """Tree-wide sums that leave out a leaf whose own sum is not finite: backends use it for a
+    spec's global ``reductions``, so that one non-finite parameter cannot poison the others."""
+
+    def sum_all(self, xs):
+        if not xs:
+            return 0.0
+        sums = self.xp.stack([self.xp.sum(x) for x in xs])
+        return self.xp.sum(self.xp.where(self.xp.isfinite(sums), sums, 0))
 
 
 class TreeMath:

@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 venv="${DYNOPT_VENV:-.venv}"
 export MPLBACKEND=Agg OMP_NUM_THREADS=1
-"$venv/bin/ruff" check dynopt tests experiments
+"$venv/bin/ruff" check dynopt tests experiments benchmarks
 "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"

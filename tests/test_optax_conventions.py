@@ -146,6 +146,8 @@ def test_factory_signature_is_explicit():
     sig = inspect.signature(dynopt.jax.rmsprop)
     assert list(sig.parameters)[:2] == ["learning_rate", "alpha"]
     assert sig.parameters["learning_rate"].default is inspect.Parameter.empty
-    assert {k: p.default for k, p in sig.parameters.items() if k != "learning_rate"} == {
+    assert {k: p.default for k, p in sig.parameters.items() if k not in ("learning_rate", "skip_nonfinite")} == {
         k: v for k, v in dynopt.rmsprop.defaults.items() if k != "lr"}
+    guard = sig.parameters["skip_nonfinite"]  # the backend's own option (tests/test_faults.py)
+    assert guard.kind is inspect.Parameter.KEYWORD_ONLY and guard.default is False
     assert "ODE" in dynopt.jax.rmsprop.__doc__

@@ -13,12 +13,13 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from ..spec import LR, Spec
-from ..tree import ZERO, ArrayLeafOps, TreeMath
+from ..tree import ZERO, ArrayLeafOps, FiniteSumArrayOps, TreeMath
 from .common import bind, signature
 
 __all__ = ["from_spec", "NumpyOptimizer", "MATH"]
 
 MATH = TreeMath(ArrayLeafOps(np))
+REDUCTIONS = TreeMath(FiniteSumArrayOps(np))  # global sums skip a non-finite leaf, as in every backend
 
 
 class OracleState(NamedTuple):
@@ -52,11 +53,12 @@ class NumpyOptimizer:
         grad_tree, param_tree = MATH.tree(grads), MATH.tree(params)
         extra = {}
         if self.spec.reductions is not None:
-            extra["totals"] = self.spec.reductions(MATH, hp, grad_tree, param_tree, current)
+            extra["totals"] = self.spec.reductions(REDUCTIONS, hp, grad_tree, param_tree, current)
         delta, new = self.spec.update(MATH, hp, state.count + 1, grad_tree, param_tree, current, **extra)
         updates = [np.zeros_like(g) for g in grads] if delta is ZERO else delta.leaves
         values = {f: [np.zeros_like(g) for g in grads] if new[f] is ZERO else new[f].leaves for f in self.fields}
-        values.update({n: np.float64(new[n]) for n in scalars})
+        # a global scalar keeps its previous value rather than become non-finite (every backend)
+        values.update({n: np.float64(new[n]) if np.isfinite(new[n]) else state.values[n] for n in scalars})
         return updates, OracleState(state.count + 1, values)
 
     def time_step(self) -> float:

@@ -6,11 +6,28 @@ an optax schedule (evaluated at the count of previous steps, as optax does). The
 and jit-able; it branches in Python only on static options, never on hyperparameter values.
 The state is a NamedTuple ``<Name>State(count, <state variables>...)`` of pytrees shaped like the
 params. Updates keep the gradients' dtype and the state keeps its own.
+
+Faults:
+
+* Non-finite gradients propagate into the leaves that receive them, as in optax. The spec's
+  global reductions (sums over all leaves, e.g. a meta-step alignment) leave out a leaf whose
+  contribution is not finite, and a global scalar of the spec (one value for all leaves) keeps
+  its previous value rather than become non-finite, so one bad leaf cannot poison every other
+  leaf through them.
+* ``skip_nonfinite=True`` (keyword-only, static): if any gradient, or any value the step would
+  produce (updates, state, global scalars), is not finite, the step is skipped: the updates are
+  zeros and the state is returned unchanged, ``count`` included, so schedules and bias
+  corrections advance only with the steps actually taken. The decision is one ``jnp.isfinite``
+  reduction over all of these and ``jnp.where`` selects, so it runs under ``jit`` with no host
+  synchronisation and the state keeps its type. Unlike ``optax.apply_if_finite`` it adds no
+  wrapper state (no counters), never lets a non-finite step through after a number of
+  consecutive failures, and also checks the gradients and the new state, not only the updates.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from types import SimpleNamespace
 from typing import Any, Callable, NamedTuple
 
@@ -18,13 +35,24 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..spec import LR, Spec
-from ..tree import ZERO, ArrayLeafOps, TreeMath
+from ..spec import LR, Hyper, Spec
+from ..tree import ZERO, ArrayLeafOps, FiniteSumArrayOps, TreeMath
 from .common import bind, caller_module, signature
 
-__all__ = ["from_spec"]
+__all__ = ["from_spec", "GUARD"]
+
+GUARD = "skip_nonfinite"
+_GUARD_HYPER = Hyper(GUARD, False, "skip a step whose gradients or new values are not all finite", static=True)
+
 
 MATH = TreeMath(ArrayLeafOps(jnp))
+REDUCTIONS = TreeMath(FiniteSumArrayOps(jnp))
+
+
+def _all_finite(leaves) -> jax.Array:
+    """One traced bool: every entry of every inexact leaf is finite."""
+    flags = [jnp.all(jnp.isfinite(x)) for x in leaves if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
 
 
 def _is_concrete(value: Any) -> bool:
@@ -42,12 +70,15 @@ def from_spec(spec: Spec, name: str | None = None) -> Callable[..., optax.Gradie
     """An optax-style factory ``name(learning_rate, **hyperparameters)`` computing ``spec``."""
     name = name or spec.jax_name
     sig = signature(spec, (), "learning_rate")
+    sig = sig.replace(parameters=[*sig.parameters.values(), inspect.Parameter(GUARD, inspect.Parameter.KEYWORD_ONLY, default=False)])
     module = caller_module()
 
     def factory(*args, **kwargs) -> optax.GradientTransformationExtraArgs:
         hyper = bind(sig, name, args, kwargs)
         learning_rate = hyper.pop("learning_rate")
+        guard = hyper.pop(GUARD)
         spec.validate({LR: learning_rate, **hyper}, _is_concrete)
+        _GUARD_HYPER.validate(guard, lambda value: True)
         static_hp = spec.namespace({LR: learning_rate, **hyper})
         fields = spec.state(static_hp)
         scalars = spec.scalars(static_hp)
@@ -80,15 +111,23 @@ def from_spec(spec: Spec, name: str | None = None) -> Callable[..., optax.Gradie
             grad_tree, param_tree = MATH.tree(grads), MATH.tree(leaves)
             extra = {}
             if spec.reductions is not None:
-                extra["totals"] = spec.reductions(MATH, hp, grad_tree, param_tree, current)
+                reduced = SimpleNamespace(**{f: REDUCTIONS.tree(v) for f, v in old.items()}, **{n: getattr(state, n) for n in scalars})
+                extra["totals"] = spec.reductions(REDUCTIONS, hp, REDUCTIONS.tree(grads), REDUCTIONS.tree(leaves), reduced)
             delta, new = spec.update(MATH, hp, state.count + 1, grad_tree, param_tree, current, **extra)
             step = [jnp.zeros_like(g) for g in grads] if delta is ZERO else [d.astype(g.dtype) for d, g in zip(delta.leaves, grads)]
             new_state = []
             for f in fields:
                 value = [jnp.zeros_like(x) for x in old[f]] if new[f] is ZERO else new[f].leaves
                 new_state.append(treedef.unflatten([v.astype(x.dtype) for v, x in zip(value, old[f])]))
-            new_scalars = [jnp.asarray(new[n], getattr(state, n).dtype) for n in scalars]
-            return treedef.unflatten(step), State(optax.safe_increment(state.count), *new_state, *new_scalars)
+            old_scalars = [getattr(state, n) for n in scalars]
+            new_scalars = [jnp.asarray(new[n], old.dtype) for n, old in zip(scalars, old_scalars)]
+            new_scalars = [jnp.where(jnp.isfinite(v), v, old) for v, old in zip(new_scalars, old_scalars)]
+            result = State(optax.safe_increment(state.count), *new_state, *new_scalars)
+            if guard:
+                ok = _all_finite(grads + step + jax.tree.leaves(result))
+                step = [jnp.where(ok, s, jnp.zeros_like(s)) for s in step]
+                result = jax.tree.map(lambda n, o: jnp.where(ok, n, o), result, state)
+            return treedef.unflatten(step), result
 
         return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

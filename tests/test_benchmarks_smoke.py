@@ -1,0 +1,76 @@
+"""The step-time benchmark runs end to end (tiny sizes) and its prototype computes the same steps.
+
+No timing assertions: machines are noisy. The full run is ``python benchmarks/step_time.py``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks import flat_prototype, step_time
+
+
+@pytest.fixture(scope="module")
+def fast_run():
+    lines: list[str] = []
+    result = step_time.main(["--fast"], out=lines.append)
+    return result, "\n".join(lines)
+
+
+def _positive(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_a_torch_row_per_layout_and_optimizer(fast_run):
+    result, text = fast_run
+    rows = result["torch"]
+    expected = {(layout, name) for layout in "abc" for name in step_time.ORDER}
+    assert {(r["layout"][0], r["optimizer"]) for r in rows} == expected
+    assert len(rows) == len(expected)
+    for r in rows:
+        for key in ("dynopt_ms", "proto_ms", "ref_ms", "dynopt_vs_ref", "proto_vs_ref", "bound_ms", "dynopt_vs_bound",
+                    "proto_vs_bound", "ref_vs_bound"):
+            assert _positive(r[key]), (r["layout"], r["optimizer"], key, r[key])
+        line = f"| {r['layout']} | {r['optimizer']} | {r['dynopt_ms']:.2f} |"
+        assert line in text
+    assert {r["ref"] for r in rows if r["optimizer"] == "EG"} == {"dynopt SGD"}
+    assert {r["ref"] for r in rows if r["optimizer"] == "MetaAdam"} == {"dynopt Adam"}
+    assert all(r["ref"].startswith("torch ") for r in rows if r["optimizer"] in ("SGD", "Adam"))
+
+
+def test_a_jax_row_per_layout_and_optimizer(fast_run):
+    result, _ = fast_run
+    rows = result["jax"]
+    assert {(r["layout"][0], r["optimizer"]) for r in rows} == {(layout, name) for layout in "abc" for name in step_time.ORDER}
+    for r in rows:
+        keys = ("dynopt_ms", "ref_ms", "dynopt_vs_ref", "bound_ms", "dynopt_vs_bound", "compile_s")
+        if r["layout"].startswith("b"):  # multi-dimensional leaves: the 1-D prototype runs too
+            keys += ("proto_ms", "proto_vs_ref")
+        for key in keys:
+            assert _positive(r[key]), (r["layout"], r["optimizer"], key, r[key])
+
+
+def test_memory_rows(fast_run):
+    result, text = fast_run
+    assert len(result["memory"]) == 3 * len(step_time.ORDER)
+    for r in result["memory"]:
+        assert r["dynopt"] >= 0 and r["proto"] >= 0 and r["proto_held"] > 0
+    assert "peak transient memory" in text
+
+
+def test_bytes_per_element_formula():
+    entries = {e.name: e for e in step_time._entries()}
+    got = {name: step_time.bytes_per_element(entries[name]) for name in step_time.ORDER}
+    assert got == {"SGD": 12, "Momentum": 20, "Nesterov": 20, "RMSprop": 20, "Adam": 28, "EG": 12, "MetaSGD": 28, "MetaAdam": 44}
+
+
+def test_resnet18_layout():
+    shapes = step_time.LAYOUTS["b"][1]
+    assert len(shapes) == 62 and sum(math.prod(s) for s in shapes) == 11_689_512
+
+
+def test_prototype_matches_the_generated_step():
+    failures, fell_back = flat_prototype.check()
+    assert not failures
+    assert fell_back == ["EG {'lr': 0.01, 'variant': 'simplex'}"]
