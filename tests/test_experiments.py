@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import importlib
 import json
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from experiments import zoo_trajectories
+from experiments.__main__ import EXPERIMENTS
+
 torch.set_num_threads(1)
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `experiments` lives at the repository root, outside the installed package
-    sys.path.insert(0, str(ROOT))
-
-from experiments import zoo_trajectories  # noqa: E402
-from experiments.__main__ import EXPERIMENTS  # noqa: E402
 
 
 @pytest.fixture(scope="module")

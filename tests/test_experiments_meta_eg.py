@@ -7,22 +7,17 @@ import functools
 import json
 import math
 import pathlib
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from experiments import distribution_shift, eg_vs_gd_sparse, step_size_insensitivity
+from experiments.__main__ import EXPERIMENTS
+from experiments.step_size_insensitivity import optimize
+
 torch.set_num_threads(1)
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `experiments` lives at the repository root, outside the installed package
-    sys.path.insert(0, str(ROOT))
-
-from experiments import distribution_shift, eg_vs_gd_sparse, step_size_insensitivity  # noqa: E402
-from experiments.__main__ import EXPERIMENTS  # noqa: E402
-from experiments.step_size_insensitivity import optimize  # noqa: E402
 
 
 def _png(path: pathlib.Path) -> None:

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import dynopt
+from experiments import classic_figures, ode_orders
+from experiments.__main__ import EXPERIMENTS
+
 torch.set_num_threads(1)
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `experiments` lives at the repository root, outside the installed package
-    sys.path.insert(0, str(ROOT))
-
-import dynopt  # noqa: E402
-from experiments import classic_figures, ode_orders  # noqa: E402
-from experiments.__main__ import EXPERIMENTS  # noqa: E402
 
 
 def assert_png(path: pathlib.Path) -> None:
