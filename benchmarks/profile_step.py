@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/profile_step.py                    # layouts b and c, Adam and SGD
     .venv/bin/python benchmarks/profile_step.py --layouts a --optimizers MetaAdam
 
-For each (layout, optimizer) and each of dynopt.torch, the flat prototype and torch.optim foreach:
+For each (layout, optimizer) and each of dynopt.torch (reference path flat=False, default flat path,
+fused=True) and torch.optim foreach:
 
 * wall time per step (median of ``--steps`` steps after warm-up) and minor page faults per step
   (``getrusage``): a fresh allocation of more than glibc's mmap threshold (at most 32 MiB, adapted
@@ -80,7 +81,6 @@ def main(argv=None):
     import torch
 
     import dynopt.torch as dt
-    from benchmarks.flat_prototype import flat_class
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--layouts", default="bc")
@@ -99,8 +99,9 @@ def main(argv=None):
             entry = entries[name]
             cls = getattr(dt, name)
             print(f" {name}")
-            variants = [("dynopt", cls(torch_params(init, grads), **entry.kwargs)),
-                        ("proto", flat_class(cls)(torch_params(init, grads), **entry.kwargs))]
+            variants = [("dynopt flat=False", cls(torch_params(init, grads), **entry.kwargs, flat=False)),
+                        ("dynopt", cls(torch_params(init, grads), **entry.kwargs)),
+                        ("dynopt fused", cls(torch_params(init, grads), **entry.kwargs, fused=True))]
             if entry.torch_ref is not None:
                 variants.append(("foreach", entry.torch_ref(torch_params(init, grads), foreach=True)))
             for label, opt in variants:

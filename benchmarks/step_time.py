@@ -7,9 +7,9 @@
 Method
 ------
 * One process. Optimizers are measured in *comparison groups* ({SGD, EG, MetaSGD}, {Momentum},
-  {Nesterov}, {RMSprop}, {Adam, MetaAdam}); within a group every variant (dynopt.torch, the flat
-  prototype of ``benchmarks/flat_prototype.py``, torch.optim for-loop / foreach / fused /
-  torch.compile'd, dynopt.jax, optax) runs once per round, in a shuffled order, ``rounds`` times.
+  {Nesterov}, {RMSprop}, {Adam, MetaAdam}); within a group every variant (dynopt.torch as built by
+  default, i.e. on flat buckets after the first step; dynopt.torch with ``fused=True``, its
+  compiled kernels; torch.optim for-loop / foreach / fused / torch.compile'd; dynopt.jax; optax) runs once per round, in a shuffled order, ``rounds`` times.
   A sample is ``k`` consecutive steps (k chosen after warm-up so that a sample lasts
   ``--min-sample`` seconds) divided by k. Ratios are computed per round and the table shows their
   median; times are medians over rounds.
@@ -22,6 +22,10 @@ Method
 * JAX: ``jax.jit(step, donate_argnums=(0, 1)).lower(...).compile()`` of
   ``step(params, state, grads) -> (optax.apply_updates(params, updates), state)``, the same
   wrapper for dynopt.jax and optax; ``block_until_ready`` ends each sample.
+* dynopt ``fused=True``: its kernels are traced and compiled at the second step (the first creates
+  the state) and cached per process, so each layout's in-process warm-up may reuse kernels of an
+  earlier layout. The cold cost is measured in a child process with a fresh inductor cache: the
+  first two steps of every optimizer on layout (c) (``--fused-probe``).
 * torch.compile: ``torch.compile(lambda: opt.step())`` of the foreach torch.optim optimizer.
   A cold compile can take minutes (2000 tensors: >3 min on this machine), so compile times are
   first measured in a child process under a time cap (``--compile-cap``, and ``--compile-budget``
@@ -49,8 +53,8 @@ Method
 * Peak memory per step (torch): allocations of the CPU allocator during one step, recorded by
   ``torch.profiler`` with ``profile_memory=True``; the table shows the peak of the running sum of
   allocations minus frees from the start of the step (transient memory on top of params, grads and
-  state). The prototype also *holds* buffers between steps (pool, gathered gradients), shown
-  separately. RSS is not used: glibc keeps freed memory and returns it by pages, so RSS deltas
+  state). dynopt's flat path also *holds* buffers between steps (its pool of temporaries, gathered
+  gradients), shown separately. RSS is not used: glibc keeps freed memory and returns it by pages, so RSS deltas
   neither see transient peaks nor are per-step. JAX: the compiled executable's
   ``memory_analysis().temp_size_in_bytes``.
 """
@@ -157,6 +161,7 @@ def _entries() -> list[Entry]:
 GROUPS = [("SGD", "EG", "MetaSGD"), ("Momentum",), ("Nesterov",), ("RMSprop",), ("Adam", "MetaAdam")]
 ORDER = ["SGD", "Momentum", "Nesterov", "RMSprop", "Adam", "EG", "MetaSGD", "MetaAdam"]
 TORCH_IMPLS = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+TORCH_LABELS = ["dynopt", "dynopt-fused", "for-loop", "foreach", "fused", "compiled"]
 
 
 def bytes_per_element(entry: Entry, itemsize: int = 4) -> int:
@@ -196,7 +201,7 @@ def torch_params(init, grads):
 
 @dataclass
 class Variant:
-    label: str  # "dynopt", "proto", "for-loop", "foreach", "fused", "compiled", "dynopt.jax", "optax", "bandwidth"
+    label: str  # "dynopt", "dynopt-fused", "for-loop", "foreach", "fused", "compiled", "dynopt.jax", "optax", "bandwidth"
     optimizer: str
     step: Callable[[], Any]
     sync: Callable[[], Any] | None = None
@@ -302,6 +307,14 @@ def _probe_main(request: dict) -> None:
         if request["kind"] == "torch":
             variant = make_compiled(entry, init, grads)
             result = {"item": name, **variant.info}
+        elif request["kind"] == "dynopt-fused":
+            import dynopt.torch as dt
+
+            opt = getattr(dt, name)(torch_params(init, grads), **entry.kwargs, fused=True)
+            opt.step()  # creates the state (reference path)
+            first = time.perf_counter() - start
+            opt.step()  # traces and compiles the kernels
+            result = {"item": name, "first_step_s": first, "second_step_s": time.perf_counter() - start - first}
         else:
             entry = entries[name.split("@")[0]]
             runner = JaxRunner(_jax_tx(entry, name.endswith("@optax")), [x.numpy() for x in init], [g.numpy() for g in grads])
@@ -468,7 +481,6 @@ def run_group(layout: str, names: tuple[str, ...], shapes, entries, args, probes
     import torch
 
     import dynopt.torch as dt
-    from benchmarks.flat_prototype import flat_class
 
     init, grads = make_init(shapes)
     variants: list[Variant] = []
@@ -480,8 +492,8 @@ def run_group(layout: str, names: tuple[str, ...], shapes, entries, args, probes
         kw = dict(entry.kwargs)
         opt = cls(torch_params(init, grads), **kw)
         variants.append(Variant("dynopt", name, opt.step, opt=opt))
-        proto = flat_class(cls)(torch_params(init, grads), **kw)
-        variants.append(Variant("proto", name, proto.step, opt=proto))
+        fused = cls(torch_params(init, grads), **kw, fused=True)
+        variants.append(Variant("dynopt-fused", name, fused.step, opt=fused))
         if entry.torch_ref is not None:
             for impl, flags in TORCH_IMPLS.items():
                 if impl == "fused":
@@ -539,11 +551,12 @@ def run_group(layout: str, names: tuple[str, ...], shapes, entries, args, probes
     for v in variants:
         if v.label == "compiled":
             v.info["recompiled_during_timing"] = _dynamo_frames() != v.info.get("frames")
-        if v.label in ("dynopt", "proto", "for-loop", "foreach", "fused", "compiled"):
+        if v.label in TORCH_LABELS:
             v.info["peak_bytes"] = profile_peak(v.step)
-            if v.label == "proto":
-                v.info["held_bytes"] = v.opt.flat_held_bytes()
-                v.info["flat"] = v.opt._flat_plan is not None
+            if v.label.startswith("dynopt"):
+                plan = getattr(v.opt, "_flat", None)
+                v.info["held_bytes"] = plan.held_bytes() if plan is not None else 0
+                v.info["flat"] = plan is not None
     log(f"  {layout} {'/'.join(names)}: " + ", ".join(f"{v.optimizer}:{v.label} {statistics.median(v.samples) * 1e3:.2f}"
                                                       for v in variants))
     out = {"variants": variants, "bandwidth": bandwidth.samples, "notes": notes}
@@ -576,27 +589,27 @@ def summarize(layout: str, numel: int, groups: list[dict], entries) -> tuple[lis
         if (name, "dynopt") not in found:
             continue
         dyn, group = found[(name, "dynopt")]
-        proto = found[(name, "proto")][0]
+        fused = found[(name, "dynopt-fused")][0]
         bw = group["bandwidth"]
         nbytes = bytes_per_element(entry) * numel
         bounds = [nbytes / rate for rate in bw]
         if entry.base is None:
             refs = [found[(name, impl)][0] for impl in ("for-loop", "foreach", "fused", "compiled") if (name, impl) in found]
             best = min(refs, key=lambda v: statistics.median(v.samples))
-            best_label, proto_ref = f"torch {best.label}", best
+            best_label, fused_ref = f"torch {best.label}", best
         else:
-            best, proto_ref = found[(entry.base, "dynopt")][0], found[(entry.base, "proto")][0]
+            best, fused_ref = found[(entry.base, "dynopt")][0], found[(entry.base, "dynopt-fused")][0]
             best_label = f"dynopt {entry.base}"
         row = {
             "layout": layout, "optimizer": name,
             "dynopt_ms": statistics.median(dyn.samples) * 1e3,
-            "proto_ms": statistics.median(proto.samples) * 1e3,
+            "fused_ms": statistics.median(fused.samples) * 1e3,
             "ref": best_label, "ref_ms": statistics.median(best.samples) * 1e3,
             "dynopt_vs_ref": _median_ratio(dyn.samples, best.samples),
-            "proto_vs_ref": _median_ratio(proto.samples, proto_ref.samples),
+            "fused_vs_ref": _median_ratio(fused.samples, fused_ref.samples),
             "bound_ms": statistics.median(bounds) * 1e3,
             "dynopt_vs_bound": _median_ratio(dyn.samples, bounds),
-            "proto_vs_bound": _median_ratio(proto.samples, bounds),
+            "fused_vs_bound": _median_ratio(fused.samples, bounds),
             "ref_vs_bound": _median_ratio(best.samples, bounds),
             "bytes_per_element": bytes_per_element(entry),
             "all_ms": {v.label: statistics.median(v.samples) * 1e3 for (n, _), (v, _) in found.items() if n == name},
@@ -610,7 +623,8 @@ def summarize(layout: str, numel: int, groups: list[dict], entries) -> tuple[lis
         mem_rows.append({"layout": layout, "optimizer": name, "param_bytes": numel * 4,
                          **{v.label: v.info.get("peak_bytes") for (n, _), (v, _) in found.items()
                             if n == name and "peak_bytes" in v.info},
-                         "proto_held": proto.info.get("held_bytes"), "proto_flat": proto.info.get("flat")})
+                         "dynopt_held": dyn.info.get("held_bytes"), "fused_held": fused.info.get("held_bytes"),
+                         "dynopt_flat": dyn.info.get("flat"), "fused_flat": fused.info.get("flat")})
         if (name, "dynopt.jax") in found:
             dj = found[(name, "dynopt.jax")][0]
             if entry.base is None:
@@ -653,17 +667,17 @@ def _mb(nbytes: float) -> str:
 
 
 def print_tables(torch_rows, jax_rows, mem_rows, layouts, out=print):
-    out("\n### torch (CPU): dynopt.torch and the flat prototype against torch.optim\n")
+    out("\n### torch (CPU): dynopt.torch (default, and fused=True) against torch.optim\n")
     out("ms = median step time; ratios = median over rounds of per-round ratios; bound = bytes/element × numel / bandwidth.")
-    out("EG and Meta* rows compare with dynopt's own base optimizer (dynopt column against dynopt base, proto against proto base).\n")
-    out("| layout | optimizer | dynopt ms | proto ms | best reference | ref ms | dynopt/ref | proto/ref | B/elem | bound ms | dynopt/bound | proto/bound | ref/bound |")
+    out("EG and Meta* rows compare with dynopt's own base optimizer (dynopt against dynopt base, fused against fused base).\n")
+    out("| layout | optimizer | dynopt ms | fused ms | best reference | ref ms | dynopt/ref | fused/ref | B/elem | bound ms | dynopt/bound | fused/bound | ref/bound |")
     out("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in torch_rows:
-        out(f"| {r['layout']} | {r['optimizer']} | {_f(r['dynopt_ms'])} | {_f(r['proto_ms'])} | {r['ref']} | {_f(r['ref_ms'])} | "
-            f"{_f(r['dynopt_vs_ref'])} | {_f(r['proto_vs_ref'])} | {r['bytes_per_element']} | {_f(r['bound_ms'])} | "
-            f"{_f(r['dynopt_vs_bound'])} | {_f(r['proto_vs_bound'])} | {_f(r['ref_vs_bound'])} |")
+        out(f"| {r['layout']} | {r['optimizer']} | {_f(r['dynopt_ms'])} | {_f(r['fused_ms'])} | {r['ref']} | {_f(r['ref_ms'])} | "
+            f"{_f(r['dynopt_vs_ref'])} | {_f(r['fused_vs_ref'])} | {r['bytes_per_element']} | {_f(r['bound_ms'])} | "
+            f"{_f(r['dynopt_vs_bound'])} | {_f(r['fused_vs_bound'])} | {_f(r['ref_vs_bound'])} |")
     out("\n### every torch variant (median ms per step; k = steps per sample)\n")
-    labels = ["dynopt", "proto", "for-loop", "foreach", "fused", "compiled"]
+    labels = TORCH_LABELS
     out("| layout | optimizer | " + " | ".join(labels) + " | notes |")
     out("|---|---|" + "---:|" * len(labels) + "---|")
     for r in torch_rows:
@@ -699,13 +713,16 @@ def print_tables(torch_rows, jax_rows, mem_rows, layouts, out=print):
             f"{_f(r['bound_ms'])} | {_f(r['dynopt_vs_bound'])} | {_f(r['ref_vs_bound'])} | "
             f"{_f(r['compile_s'], 1)} / {_f(r['ref_compile_s'], 1)} | {_mb(r['temp_bytes'])} / {_mb(r['ref_temp_bytes'])} |")
     out("\n### peak transient memory per torch step (MB allocated on top of params, grads and state; torch.profiler)\n")
-    out("| layout | optimizer | params MB | dynopt | proto (+ held between steps) | for-loop | foreach | fused | compiled |")
+    out("| layout | optimizer | params MB | dynopt (+ held between steps) | dynopt-fused (+ held) | for-loop | foreach | fused | compiled |")
     out("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in mem_rows:
-        mb = {key: _mb(r[key]) if r.get(key) is not None else "—" for key in ("dynopt", "proto", "for-loop", "foreach", "fused", "compiled")}
-        held = f" (+{_mb(r['proto_held'])})" if r.get("proto_held") is not None else ""
-        out(f"| {r['layout']} | {r['optimizer']} | {_mb(r['param_bytes'])} | {mb['dynopt']} | {mb['proto']}{held} | "
-            f"{mb['for-loop']} | {mb['foreach']} | {mb['fused']} | {mb['compiled']} |")
+        mb = {key: _mb(r[key]) if r.get(key) is not None else "—" for key in TORCH_LABELS}
+
+        def held(key, r=r):
+            return f" (+{_mb(r[key])})" if r.get(key) is not None else ""
+
+        out(f"| {r['layout']} | {r['optimizer']} | {_mb(r['param_bytes'])} | {mb['dynopt']}{held('dynopt_held')} | "
+            f"{mb['dynopt-fused']}{held('fused_held')} | {mb['for-loop']} | {mb['foreach']} | {mb['fused']} | {mb['compiled']} |")
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -759,6 +776,7 @@ def parse_args(argv):
     parser.add_argument("--jax-budget", type=float, default=100.0, help="seconds for all JAX compile probes")
     parser.add_argument("--jax-probe-leaves", type=int, default=256, help="probe JAX compiles of layouts with more leaves")
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--no-fused-probe", action="store_true", help="skip the cold first steps of dynopt fused=True")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rounds is None:
@@ -836,6 +854,15 @@ def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> di
                 probes[("jax", layout, n)] = r
                 out(f"  {layout} {n}: " + (f"compile {r['compile_s']:.1f} s" if r["ok"] else r["reason"]))
 
+    fused_probe: dict[str, dict] = {}
+    if not args.no_fused_probe:
+        items = list(chosen)[:1] if args.fast else list(chosen)
+        out(f"first steps of dynopt fused=True on layout c in a child process ({'default' if args.fast else 'fresh'} inductor cache; cap {args.compile_cap:.0f} s each)...")
+        fused_probe = run_probes("dynopt-fused", "c", items, args.compile_cap, [args.compile_budget], args)
+        for n, r in fused_probe.items():
+            out(f"  c {n}: " + (f"step 1 (state) {r['first_step_s']:.2f} s, step 2 (trace + compile) {r['second_step_s']:.2f} s"
+                               if r["ok"] else r["reason"]))
+
     torch_rows, jax_rows, mem_rows = [], [], []
     out("timing (median ms per step as each group finishes):")
     for layout in args.layouts:
@@ -853,7 +880,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> di
     out(f"\nload average after: {' '.join(f'{x:.2f}' for x in load_after)}; total {elapsed:.0f} s")
     torch.set_num_threads(torch_threads_before)
     result = {"info": {**info, "load_after": load_after, "elapsed_s": elapsed}, "torch": torch_rows, "jax": jax_rows,
-              "memory": mem_rows}
+              "memory": mem_rows, "fused_probe": fused_probe}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1, default=str))
     tmp.cleanup()

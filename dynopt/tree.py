@@ -149,6 +149,10 @@ class LeafOps:
 
     def sum_all(self, xs): ...
 
+    def dot(self, xs, ys):
+        """Σ x⊙y over every leaf (``sum_all`` of the products unless a backend has a one-pass kernel)."""
+        return self.sum_all(self.binary("mul", xs, ys))
+
     def zeros_like(self, xs) -> list: ...
 
     def is_scalar(self, x) -> bool: ...
@@ -334,7 +338,9 @@ class TreeMath:
         return self.ops.sum_all(x.leaves)
 
     def dot(self, a: Tree, b: Tree):
-        return self.sum(a * b)
+        if a is ZERO or b is ZERO:
+            return 0.0
+        return self.ops.dot(a.leaves, b.leaves)
 
     def norm(self, a: Tree):
         return self.sqrt(self.dot(a, a))

@@ -150,14 +150,22 @@ def test_alignment_is_global_across_param_groups():
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
-def test_no_host_synchronisation_in_the_step():
-    params = two_group_model()
-    opt = dynopt.torch.MetaRMSprop([{"params": [params[0]]}, {"params": [params[1]], "lr": 0.1}], lr=0.01, gain_lr=0.01)
-    for _ in range(2):
+@pytest.mark.parametrize("options", [{"flat": False}, {}], ids=["reference", "flat"])
+def test_no_host_synchronisation_in_the_step(options, monkeypatch):
+    """On an accelerator nothing is read back during a step (emulated on the CPU: the flat path would
+    otherwise read a bucket's total on the host, which is free there)."""
+    from dynopt._backends import torch_flat
+
+    monkeypatch.setattr(torch_flat, "HOST_CHECK_DEVICES", set())
+    params = two_group_model() + [torch.nn.Parameter(torch.ones(3))]
+    groups = [{"params": [params[0], params[2]]}, {"params": [params[1]], "lr": 0.1}]
+    opt = dynopt.torch.MetaRMSprop(groups, lr=0.01, gain_lr=0.01, **options)
+    for _ in range(4):
         opt.zero_grad()
-        quad_loss(params).backward()
+        (quad_loss(params[:2]) + (params[2] ** 2).sum()).backward()
         with CountOps() as counter:
             opt.step()
+    assert (opt._flat is None) == (options == {"flat": False})
     assert not [op for op in counter.ops if "local_scalar_dense" in op or op.startswith("aten.item")]
 
 

@@ -296,7 +296,8 @@ def test_step_is_multi_tensor(name):
         for p in params:
             p.grad = torch.randn(4)
         opt = mine_cls(params, lr=0.01, **kw)
-        opt.step()
+        opt.step()  # creates the state
+        opt.step()  # moves it into flat buffers
         with CountOps() as counter:
             opt.step()
         counts.append(sum(counter.ops.values()))

@@ -36,110 +36,22 @@ from typing import Any, ClassVar, Mapping, NamedTuple
 
 import torch
 
-from ..spec import LR, REGISTRY, Hyper, Spec
-from ..tree import ZERO, LeafOps, TreeMath
+from ..spec import LR, REGISTRY, Hyper, Spec, one_of
+from ..tree import ZERO, TreeMath
 from .common import bind, caller_module, signature
+from .torch_flat import FlatPlan, NeedsLeaves, build_plan, plan_key
+from .torch_ops import FiniteSumOps, ForeachOps
 
 __all__ = ["from_spec", "SpecOptimizer", "ForeachOps", "GUARD"]
 
 GUARD = "skip_nonfinite"
-_GUARD_HYPER = Hyper(GUARD, False, "skip a step whose gradients or new values are not all finite", static=True)
-
-_BINARY = {
-    "add": torch._foreach_add,
-    "sub": torch._foreach_sub,
-    "mul": torch._foreach_mul,
-    "div": torch._foreach_div,
-    "maximum": torch._foreach_maximum,
-    "minimum": torch._foreach_minimum,
-}
-_UNARY = {
-    "neg": torch._foreach_neg,
-    "sqrt": torch._foreach_sqrt,
-    "exp": torch._foreach_exp,
-    "log": torch._foreach_log,
-    "abs": torch._foreach_abs,
-    "sign": torch._foreach_sign,
-    "expm1": torch._foreach_expm1,
-}
-_SCALAR = {"sqrt": torch.sqrt, "exp": torch.exp, "log": torch.log, "abs": torch.abs, "sign": torch.sign,
-           "neg": torch.neg, "expm1": torch.expm1}
-_REDUCE = {"sum": torch.sum, "max": torch.amax, "min": torch.amin}
-
-
-class ForeachOps(LeafOps):
-    """Tree operations as ``torch._foreach_*`` multi-tensor kernels."""
-
-    def binary(self, op, xs, ys):
-        if op in ("maximum", "minimum") and not isinstance(ys, list):
-            clamp = torch._foreach_clamp_min if op == "maximum" else torch._foreach_clamp_max
-            return list(clamp(xs, ys))
-        return list(_BINARY[op](xs, ys))
-
-    def rbinary(self, op, s, xs):
-        if op == "sub":  # s - x == (-x) + s exactly
-            return list(torch._foreach_add(torch._foreach_neg(xs), s))
-        if op in ("add", "mul"):
-            return list(_BINARY[op](xs, s))
-        return [torch.div(s, x) if op == "div" else _BINARY[op]([s], [x])[0] for x in xs]
-
-    def unary(self, op, xs):
-        return list(_UNARY[op](xs))
-
-    def scalar(self, op, s):
-        return _SCALAR[op](s)
-
-    def sum_all(self, xs):
-        """Σ x = ‖max(x, 0)‖₁ − ‖min(x, 0)‖₁: a constant number of multi-tensor kernels, no per-leaf sum."""
-        if not xs:
-            return torch.zeros(())
-        positive = torch._foreach_norm(torch._foreach_clamp_min(xs, 0.0), 1)
-        negative = torch._foreach_norm(torch._foreach_clamp_max(xs, 0.0), 1)
-        return torch.stack(positive).sum() - torch.stack(negative).sum()
-
-    def zeros_like(self, xs):
-        return [torch.zeros_like(x) for x in xs]
-
-    def is_scalar(self, x):
-        return isinstance(x, torch.Tensor) and x.dim() == 0
-
-    def where(self, cond, xs, ys):
-        return [torch.where(cond, x, y) for x, y in zip(xs, ys)]
-
-    def reduce_along(self, op, xs, axis):
-        f = _REDUCE[op]
-        out = []
-        for x in xs:
-            dims = tuple(range(x.dim())) if axis is None else (axis % max(x.dim(), 1),)
-            if x.numel() == 0:  # max/min have no identity; any value broadcasts against an empty leaf
-                out.append(x.new_zeros([1 if d in dims else n for d, n in enumerate(x.shape)]))
-            else:
-                out.append(f(x, dim=dims, keepdim=True))
-        return out
-
-    def clip(self, s, low, high):
-        return torch.clamp(s, low, high)
-
-    def leaf_min(self, x):
-        return float(x.min()) if x.numel() else float("inf")
-
-    def leaf_ndim(self, x):
-        return x.dim()
-
-
-class FiniteSumOps(ForeachOps):
-    """``ForeachOps`` whose tree-wide sums leave out a leaf whose own sum is not finite: the maths of
-    the spec's global reductions, so that one non-finite parameter cannot poison the others."""
-
-    def sum_all(self, xs):
-        if not xs:
-            return torch.zeros(())
-        positive = torch._foreach_norm(torch._foreach_clamp_min(xs, 0.0), 1)
-        negative = torch._foreach_norm(torch._foreach_clamp_max(xs, 0.0), 1)
-        positive, negative = torch.stack(positive), torch.stack(negative)
-        finite = torch.isfinite(positive - negative)  # both parts finite (inf − inf is nan)
-        return torch.where(finite, positive, 0.0).sum() - torch.where(finite, negative, 0.0).sum()
-
+OPTIONS = (  # keyword-only execution options, stored in defaults and param groups like torch's foreach/fused
+    Hyper(GUARD, False, "skip a step whose gradients or new values are not all finite", static=True),
+    Hyper("flat", True, "after the first step, run on flat per-bucket buffers (False: per-tensor foreach kernels)",
+          static=True),
+    Hyper("fused", None, "True: compile the bucket update into one in-place kernel with torch.compile (needs flat); "
+          "None (torch's default) or False: do not", one_of(None, False, True), static=True),
+)
 
 MATH = TreeMath(ForeachOps())
 REDUCTIONS = TreeMath(FiniteSumOps())
@@ -151,6 +63,31 @@ def _scalar_dtype() -> torch.dtype:
 
 def _is_concrete(value: Any) -> bool:
     return not (isinstance(value, torch.Tensor) and value.requires_grad)
+
+
+def _is_plain(x: torch.Tensor) -> bool:
+    """A dense tensor, not a subclass such as DTensor (whose ops the multi-tensor kernels do not all support)."""
+    return type(x) is torch.Tensor or type(x) is torch.nn.Parameter and type(x.data) is torch.Tensor
+
+
+def _copy_all(targets: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+    if all(map(_is_plain, targets)) and all(map(_is_plain, values)):
+        torch._foreach_copy_(targets, values)
+    else:  # DTensor (FSDP2) has no sharding rule for _foreach_copy_
+        for target, value in zip(targets, values):
+            target.copy_(value)
+
+
+def _full(x: torch.Tensor) -> torch.Tensor:
+    """A global scalar computed from sharded tensors (a DTensor) as the plain tensor it is stored as."""
+    return x.full_tensor() if hasattr(x, "full_tensor") else x
+
+
+def _validate_options(values: Mapping[str, Any]) -> None:
+    for option in OPTIONS:
+        option.validate(values.get(option.name, option.default), _is_concrete)
+    if values.get("fused") and not values.get("flat", True):
+        raise ValueError("Invalid fused value: True (fused=True runs on flat buckets: it needs flat=True)")
 
 
 def _check_tuples(spec: Spec, hyper: Mapping[str, Any]) -> None:
@@ -179,25 +116,26 @@ class SpecOptimizer(torch.optim.Optimizer):
     def __init__(self, params, *args, **kwargs):
         hyper = bind(type(self).__init__.__signature__, type(self).__name__, (self, params) + args, kwargs)
         del hyper["self"], hyper["params"]
-        guard = hyper.pop(GUARD, False)
+        options = {o.name: hyper.pop(o.name, o.default) for o in OPTIONS}
         self.spec.validate(hyper, _is_concrete)
-        _GUARD_HYPER.validate(guard, _is_concrete)
+        _validate_options(options)
         _check_tuples(self.spec, hyper)
         if isinstance(params, (set, frozenset)):
             raise TypeError(
                 f"{type(self).__name__}: params must be an ordered collection (a list), not a set: the order "
                 "of a set changes between runs, so a state_dict could not be mapped back to the parameters"
             )
-        super().__init__(params, {**hyper, GUARD: guard})
+        super().__init__(params, {**hyper, **options})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if isinstance(param_group.get("params"), (set, frozenset)):
             raise TypeError(f"{type(self).__name__}: a param group's params must be a list, not a set")
         merged = {**self.defaults, **param_group}
         self.spec.validate({h.name: merged[h.name] for h in self.spec.hyperparams}, _is_concrete)
-        _GUARD_HYPER.validate(merged.get(GUARD, False), _is_concrete)
+        _validate_options(merged)
         _check_tuples(self.spec, merged)
         super().add_param_group(param_group)
+        self._flat = None
         index = len(self.param_groups) - 1
         group = self.param_groups[index]
         try:
@@ -210,6 +148,7 @@ class SpecOptimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self._flat = None
         for group in self.param_groups:  # checkpoints from older versions lack newer options
             for name, value in self.defaults.items():
                 group.setdefault(name, value)
@@ -239,7 +178,12 @@ class SpecOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        plan = self._flat_plan()  # its buckets hold no sparse gradient and no complex parameter
+        if plan is not None:
+            self._flat_step(plan)
+            return loss
         with_grads = [(group, self._params_with_grad(index, group)) for index, group in enumerate(self.param_groups)]
+        self._flat = None  # the reference path advances step counters a plan keeps as Python ints
         created: list[tuple[torch.Tensor, bool, set[str]]] = []
         try:
             buckets = [bucket for group, params in with_grads for bucket in self._plan(group, params, created)]
@@ -262,6 +206,28 @@ class SpecOptimizer(torch.optim.Optimizer):
         if committed:
             self._share_scalars(committed[0].params[0])
         return loss
+
+    def _flat_plan(self) -> FlatPlan | None:
+        """The cached flat plan, rebuilt when what it was built for changed; None: run the reference path."""
+        groups = self.param_groups
+        if getattr(self, "_needs_leaves", False) or any(g[GUARD] or not g["flat"] for g in groups):
+            return None
+        key = plan_key(self.spec, groups, self._hyper, ("fused",))
+        plan = getattr(self, "_flat", None)
+        if plan is None or plan.key != key or not all(b.intact() for b in plan.buckets()):
+            plan = self._flat = build_plan(self.spec, self.state, groups, self._hyper, key)
+        return plan
+
+    def _flat_step(self, plan: FlatPlan) -> None:
+        try:
+            plan.step(self.spec, self._hyper)
+        except NeedsLeaves:  # the spec reduces inside a leaf: this optimizer always takes the reference path
+            self._needs_leaves, self._flat = True, None
+            self.step()
+            return
+        buckets = plan.buckets()
+        if buckets and buckets[0].scalar_names:
+            self._share_scalars(buckets[0].params[0])
 
     def _params_with_grad(self, index: int, group: dict[str, Any]) -> list[torch.Tensor]:
         """The params that have a gradient; unsupported ones raise before anything is mutated."""
@@ -348,10 +314,11 @@ class SpecOptimizer(torch.optim.Optimizer):
                 if value is ZERO:
                     torch._foreach_zero_(old.leaves)
                 elif value is not old:
-                    torch._foreach_copy_(old.leaves, value.leaves)
+                    _copy_all(old.leaves, value.leaves)
             for name, value in scalars.items():  # a global scalar keeps its value rather than become non-finite
                 target = self.state[params[0]][name]
                 value = value.to(target.device, target.dtype)
+                value = _full(value)
                 target.copy_(torch.where(torch.isfinite(value), value, target))
             torch._foreach_add_([self.state[p]["step"] for p in params], 1.0)
 
@@ -363,7 +330,7 @@ class SpecOptimizer(torch.optim.Optimizer):
             value = self.state[source].get(name)
             targets = [state[name] for state in self.state.values() if name in state and state[name] is not value]
             if value is not None and targets:
-                torch._foreach_copy_(targets, [value] * len(targets))
+                _copy_all(targets, [value] * len(targets))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """``torch.optim.Optimizer.load_state_dict``, after checking that ``state_dict`` fits this optimizer.
@@ -411,7 +378,7 @@ def _check_state_dict(opt: SpecOptimizer, state_dict: Mapping[str, Any]) -> None
         merged = {**opt.defaults, **{k: v for k, v in saved.items() if k != "params"}}
         try:  # hyperparameters the group lacks (an older checkpoint) take this optimizer's defaults
             spec.validate({h.name: merged[h.name] for h in spec.hyperparams}, _is_concrete)
-            _GUARD_HYPER.validate(merged.get(GUARD, False), _is_concrete)
+            _validate_options(merged)
         except (TypeError, ValueError) as err:
             raise ValueError(f"{where}: {err}") from None
         hp = spec.namespace({h.name: merged[h.name] for h in spec.hyperparams})
@@ -440,12 +407,13 @@ def _check_state_dict(opt: SpecOptimizer, state_dict: Mapping[str, Any]) -> None
 def from_spec(spec: Spec, name: str | None = None) -> type[SpecOptimizer]:
     """A ``torch.optim.Optimizer`` subclass computing ``spec``; hyperparameters as keyword arguments.
 
-    The signature is ``(params, lr=<default>, <hyperparameters>..., *, skip_nonfinite=False)``
-    with the spec's defaults.
+    The signature is ``(params, lr=<default>, <hyperparameters>..., *, skip_nonfinite=False,
+    flat=True, fused=None)`` with the spec's defaults.
     """
     name = name or spec.name
     sig = signature(spec, ("self", "params"), LR, spec.defaults[LR])
-    sig = sig.replace(parameters=[*sig.parameters.values(), inspect.Parameter(GUARD, inspect.Parameter.KEYWORD_ONLY, default=False)])
+    options = [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default) for o in OPTIONS]
+    sig = sig.replace(parameters=[*sig.parameters.values(), *options])
 
     def __init__(self, params, *args, **kwargs):
         SpecOptimizer.__init__(self, params, *args, **kwargs)

@@ -1,0 +1,613 @@
+"""Fast execution of a spec in the torch backend: flat buckets, reused buffers, compiled kernels.
+
+``torch_optim.SpecOptimizer`` has one reference path (each tree operation one ``torch._foreach_*``
+call over the parameters of a bucket; see that module). After the first step it runs the same
+spec on a *flat plan* instead, unless the optimizer was built with ``flat=False``:
+
+* **Flat buckets.** The parameters of a param group with the same device, dtype and step count
+  form a bucket; every state variable of a bucket lives in one contiguous buffer and
+  ``optimizer.state[p][name]`` is a view into it, so ``state_dict``, checkpoints and schedulers
+  see what they always saw. A parameter of at least ``FLAT_MAX_NUMEL`` elements is a bucket of
+  its own and is used in place; smaller ones are gathered (gradients, and parameters when the
+  spec reads them) into a flat buffer with one ``_foreach_copy_``. The spec then sees trees of a
+  single leaf, so each tree operation is one ATen kernel over the whole bucket.
+* **Reused temporaries** (eager execution). Every intermediate result is written with ``out=`` into
+  a buffer of a per-bucket pool that lives across steps; a buffer is free again as soon as the
+  tensor handed out for it is garbage. No allocation per step, hence no page faults.
+* **One-pass reductions.** ``o.sum``/``o.dot`` are one ``sum``/``dot`` kernel. The spec's global
+  reductions keep the fault isolation of the reference path (a parameter whose own sum is not
+  finite is left out). A bucket of one parameter gets it for free. For a gathered bucket on the
+  CPU the one-pass total is read on the host (free there) and recomputed per parameter only if
+  it is not finite; on other devices, where that read would synchronise, the per-parameter sums
+  are always computed on the device (``segment_reduce``) and no step reads anything back.
+* **Compiled kernels** (``fused=True``). The bucket update is traced once per spec, static
+  options and dtype into an ATen graph (``make_fx``, symbolic sizes; the step number and the
+  numeric hyperparameters are 0-dim float64 inputs, so schedules never recompile) and compiled
+  by ``torch.compile`` (inductor) into one loop that reads the gradient, parameter and state
+  once and writes the parameter and state in place. Compiled kernels are cached per process and
+  shared by every optimizer and bucket size. Compilation happens before anything is written.
+
+The plan is cached and rebuilt when the parameters that have gradients, the param groups, the
+hyperparameters' static structure or the state entries change, and after ``load_state_dict``.
+The reference path still runs the first step (it creates the state), steps of groups with
+``skip_nonfinite=True``, specs that reduce inside a leaf (``o.sum_along``, e.g. a projection onto a simplex),
+sparse or non-contiguous parameters, and ``flat=False``. ``tests/test_torch_paths.py`` proves
+every path equal to the reference path, parameters and state, on the whole zoo.
+"""
+
+from __future__ import annotations
+
+import weakref
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import torch
+
+from ..spec import Spec, is_static_zero
+from ..tree import ZERO, TreeMath
+from .torch_ops import ForeachOps
+
+__all__ = ["FLAT_MAX_NUMEL", "NeedsLeaves", "FlatPlan", "build_plan"]
+
+FLAT_MAX_NUMEL = 1 << 16  # a parameter this large is a bucket of its own, stepped in place
+
+_OUT = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "maximum": torch.maximum,
+        "minimum": torch.minimum, "neg": torch.neg, "sqrt": torch.sqrt, "exp": torch.exp, "log": torch.log,
+        "abs": torch.abs, "sign": torch.sign, "expm1": torch.expm1}
+
+
+class NeedsLeaves(Exception):
+    """The spec reduces inside a leaf, which a flat bucket would mix across parameters."""
+
+
+def split_views(flat: torch.Tensor, shapes: list[torch.Size]) -> list[torch.Tensor]:
+    """Parameter-shaped views of consecutive pieces of ``flat``."""
+    views, offset = [], 0
+    for shape in shapes:
+        n = shape.numel()
+        views.append(flat[offset:offset + n].view(shape))
+        offset += n
+    return views
+
+
+class Pool:
+    """Flat scratch buffers of one bucket, reused across operations and across steps."""
+
+    def __init__(self, numel: int, dtype: torch.dtype, device: torch.device, shapes: list[torch.Size]):
+        self.numel, self.dtype, self.device, self.shapes = numel, dtype, device, shapes
+        self.slots: list[list] = []  # [buffer, weak reference to the tensor handed out, cached views]
+
+    def take(self) -> torch.Tensor:
+        for slot in self.slots:
+            if slot[1] is None or slot[1]() is None:
+                break
+        else:
+            slot = [torch.empty(self.numel, dtype=self.dtype, device=self.device), None, None]
+            self.slots.append(slot)
+        out = slot[0].view(-1)  # a new tensor object on the same memory: its lifetime is the temporary's
+        slot[1] = weakref.ref(out)
+        return out
+
+    def views(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        """Parameter-shaped views of ``tensor`` (cached when it is one of this pool's buffers)."""
+        for slot in self.slots:
+            if slot[1] is not None and slot[1]() is tensor:
+                if slot[2] is None:
+                    slot[2] = split_views(slot[0], self.shapes)
+                return slot[2]
+        return split_views(tensor, self.shapes)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(slot[0].numel() * slot[0].element_size() for slot in self.slots)
+
+
+class FlatOps(ForeachOps):
+    """Leaf operations on one-leaf trees: each one ATen kernel, writing into ``pool`` when given.
+
+    Without a pool (tracing for a compiled kernel) results are fresh tensors."""
+
+    def __init__(self, pool: Pool | None = None):
+        self.pool = pool
+
+    def _out(self) -> dict[str, torch.Tensor]:
+        return {} if self.pool is None else {"out": self.pool.take()}
+
+    def binary(self, op, xs, ys):
+        (x,) = xs
+        y = ys[0] if isinstance(ys, list) else ys
+        if op in ("maximum", "minimum") and not isinstance(ys, list):
+            return [(torch.clamp_min if op == "maximum" else torch.clamp_max)(x, y, **self._out())]
+        return [_OUT[op](x, y, **self._out())]
+
+    def rbinary(self, op, s, xs):
+        (x,) = xs
+        if op == "sub":  # s − x == (−x) + s exactly, as in the reference path
+            return [torch.neg(x, **self._out()).add_(s)]
+        if op in ("add", "mul"):
+            return [_OUT[op](x, s, **self._out())]
+        return [_OUT[op](s, x, **self._out())]
+
+    def unary(self, op, xs):
+        return [_OUT[op](xs[0], **self._out())]
+
+    def sum_all(self, xs):
+        return xs[0].sum()
+
+    def dot(self, xs, ys):
+        return torch.dot(xs[0], ys[0])
+
+    def where(self, cond, xs, ys):
+        return [torch.where(cond, xs[0], ys[0], **self._out())]
+
+    def reduce_along(self, op, xs, axis):
+        raise NeedsLeaves(op)
+
+
+HOST_CHECK_DEVICES = {"cpu"}  # device types where reading a total on the host costs no synchronisation
+
+
+class FiniteFlatOps(FlatOps):
+    """Sums over a bucket that leave out a parameter whose own sum is not finite (see the module docstring)."""
+
+    def __init__(self, pool: Pool):
+        super().__init__(pool)
+        self.lengths = torch.tensor([shape.numel() for shape in pool.shapes], device=pool.device)
+        self.host_check = pool.device.type in HOST_CHECK_DEVICES
+
+    def _finite(self, total: torch.Tensor, x: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``total`` = Σx, or the sum of the finite per-parameter sums of ``x()`` when it is not finite."""
+        if len(self.pool.shapes) == 1:
+            return torch.where(torch.isfinite(total), total, 0.0)
+        if self.host_check and bool(torch.isfinite(total)):
+            return total
+        sums = torch.segment_reduce(x(), "sum", lengths=self.lengths)
+        return torch.where(torch.isfinite(sums), sums, 0.0).sum()
+
+    def sum_all(self, xs):
+        (x,) = xs
+        return self._finite(x.sum(), lambda: x)
+
+    def dot(self, xs, ys):
+        (x,), (y,) = xs, ys
+        return self._finite(torch.dot(x, y), lambda: torch.mul(x, y, out=self.pool.take()))
+
+
+class Bucket:
+    """The parameters of one flat bucket, its flat state, gather buffers and pool."""
+
+    def __init__(self, state: dict, params: list[torch.Tensor], names: tuple[str, ...], scalar_names: tuple[str, ...],
+                 needs_params: bool):
+        first = params[0]
+        self.params, self.names, self.scalar_names = params, names, scalar_names
+        self.shapes = [p.shape for p in params]
+        self.numel = sum(p.numel() for p in params)
+        self.single = len(params) == 1
+        self.needs_params = needs_params
+        self.count = int(state[first]["step"])
+        self.pool = Pool(self.numel, first.dtype, first.device, self.shapes)
+        self.math = TreeMath(FlatOps(self.pool))
+        self.reductions = TreeMath(FiniteFlatOps(self.pool))
+        self.flat: dict[str, torch.Tensor] = {}  # state name -> flat buffer
+        for name in names:
+            old = [state[p][name] for p in params]
+            if self.single:
+                self.flat[name] = old[0].view(-1)
+                continue
+            flat = torch.empty(self.numel, dtype=first.dtype, device=first.device)
+            views = split_views(flat, self.shapes)
+            torch._foreach_copy_(views, old)
+            for p, view in zip(params, views):
+                state[p][name] = view
+            self.flat[name] = flat
+        self.steps = self._stack(state, "step")
+        self.scalars = {name: self._stack(state, name) for name in scalar_names}
+        self.entries = [(state[p], name, state[p][name]) for p in params for name in ("step", *names, *scalar_names)]
+        self.grad_flat = self.param_flat = self.delta_flat = None
+        self.kernel = None  # (signature of the hyperparameter inputs, compiled kernel) once fused
+        if not self.single:
+            self.grad_flat = torch.empty(self.numel, dtype=first.dtype, device=first.device)
+            self.grad_views = split_views(self.grad_flat, self.shapes)
+            if needs_params:
+                self.param_flat = torch.empty(self.numel, dtype=first.dtype, device=first.device)
+                self.param_views = split_views(self.param_flat, self.shapes)
+
+    def _stack(self, state: dict, name: str) -> torch.Tensor:
+        """The 0-dim ``state[p][name]`` of the bucket as views of one tensor (one kernel updates all)."""
+        old = [state[p][name] for p in self.params]
+        if self.single:
+            return old[0]
+        flat = torch.stack([x.detach() for x in old])
+        for i, p in enumerate(self.params):
+            state[p][name] = flat[i]
+        return flat
+
+    def intact(self) -> bool:
+        """The state entries are still the ones this bucket planned (nobody replaced them)."""
+        return all(entry.get(name) is value for entry, name, value in self.entries)
+
+    @property
+    def held_bytes(self) -> int:
+        """Memory held beyond the state: pool, gather and delta buffers."""
+        extra = [x for x in (self.grad_flat, self.param_flat, self.delta_flat) if x is not None]
+        return self.pool.nbytes + sum(x.numel() * x.element_size() for x in extra)
+
+    def gather(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Flat gradient and (when the spec reads it) flat parameter of this bucket."""
+        if self.single:
+            (p,) = self.params
+            return p.grad.reshape(-1), (p.detach().view(-1) if self.needs_params else None)
+        torch._foreach_copy_(self.grad_views, [p.grad for p in self.params])
+        if self.needs_params:
+            torch._foreach_copy_(self.param_views, self.params)
+        return self.grad_flat, self.param_flat
+
+    def trees(self, math: TreeMath, grad, param):
+        state = SimpleNamespace(**{n: math.tree([self.flat[n]]) for n in self.names},
+                                **{n: s if self.single else s[0] for n, s in self.scalars.items()})
+        # a spec that does not read the parameter (needs_params False) multiplies it by a literal 0
+        return math.tree([grad]), math.tree([grad if param is None else param]), state
+
+    def delta_buffer(self) -> torch.Tensor:
+        """A flat buffer for a compiled kernel's step (gathered buckets), with ``delta_views``."""
+        if self.delta_flat is None:
+            first = self.params[0]
+            self.delta_flat = torch.empty(self.numel, dtype=first.dtype, device=first.device)
+            self.delta_views = split_views(self.delta_flat, self.shapes)
+        return self.delta_flat
+
+    def add_delta(self, delta: torch.Tensor) -> None:
+        if self.single:
+            self.params[0].add_(delta.view(self.shapes[0]))
+        else:
+            torch._foreach_add_(self.params, self.pool.views(delta))
+
+    def commit(self, delta, new: dict[str, Any]) -> None:
+        """Write an eager result: the parameter step, the state buffers, the global scalars, the counters."""
+        if delta is not ZERO:
+            self.add_delta(delta.leaves[0])
+        for name in self.names:
+            value = new[name]
+            if value is ZERO:
+                self.flat[name].zero_()
+            elif value.leaves[0] is not self.flat[name]:
+                self.flat[name].copy_(value.leaves[0])
+        self.commit_scalars(new)
+
+    def kernel_inputs(self, hypers: list[torch.Tensor], t: torch.Tensor, grad, param, totals: dict) -> list:
+        """The inputs of a compiled kernel, in the order it was traced with (``hypers``: see ``hyper_inputs``;
+        ``t``: the step number as a 0-dim float64 tensor)."""
+        scalars = [s if self.single else s[0] for s in self.scalars.values()]
+        return [grad, *([param] if self.needs_params else []), *(self.flat[n] for n in self.names), *scalars, t,
+                *hypers, *(totals[n] for n in sorted(totals))]
+
+    def run_kernel(self, kernel: "Kernel", inputs: list, hoisted: list) -> None:
+        target = self.params[0].detach().view(-1) if self.single else self.delta_buffer()
+        new_scalars = kernel(inputs, target, [self.flat[n] for n in self.names], hoisted)
+        if not self.single:
+            torch._foreach_add_(self.params, self.delta_views)
+        self.commit_scalars(dict(zip(self.scalar_names, new_scalars)))
+
+    def commit_scalars(self, new: dict[str, Any]) -> None:
+        """Global scalars keep their value rather than become non-finite (the plan advances the counters)."""
+        for name, flat in self.scalars.items():
+            value = torch.as_tensor(new[name]).to(flat.device, flat.dtype)
+            flat.copy_(torch.where(torch.isfinite(value), value, flat))
+
+
+class FlatPlan(SimpleNamespace):
+    """``groups``: (group, hp, buckets) per param group with gradients; ``key``: what it was built for."""
+
+    def step(self, spec: Spec, hyper: Callable[[dict], SimpleNamespace]) -> None:
+        """One step of every bucket: the spec's reductions, then every update computed (or its kernel
+        compiled) before anything is written. Raises ``NeedsLeaves`` before writing, if it does."""
+        work = []
+        for group, _, buckets in self.groups:
+            hp = hyper(group)
+            work += [(group, hp, bucket, *bucket.gather()) for bucket in buckets]
+        totals = None
+        if spec.reductions is not None:
+            totals = {}
+            for _, hp, bucket, grad, param in work:
+                math = bucket.reductions
+                for key, value in spec.reductions(math, hp, *bucket.trees(math, grad, param)).items():
+                    totals[key] = value if key not in totals else totals[key] + value.to(totals[key].device)
+        extra = {} if totals is None else {"totals": totals}
+        prepared, hypers, steps = [], {}, {}
+        for group, hp, bucket, grad, param in work:
+            if group["fused"]:
+                if id(group) not in hypers:
+                    values = hyper_inputs(spec, hp)[0]
+                    hypers[id(group)] = values, tuple(map(_signature, values))
+                values, signature = hypers[id(group)]
+                if bucket.count not in steps:
+                    steps[bucket.count] = torch.tensor(float(bucket.count + 1), dtype=torch.float64)
+                inputs = bucket.kernel_inputs(values, steps[bucket.count], grad, param, totals or {})
+                if bucket.kernel is None or bucket.kernel[0] != signature:
+                    bucket.kernel = signature, compiled_kernel(spec, hp, bucket, inputs, tuple(sorted(totals or {})))
+                prepared.append((group, bucket, bucket.kernel[1], inputs))
+            else:
+                prepared.append((group, bucket, None, spec.update(bucket.math, hp, bucket.count + 1,
+                                                                  *bucket.trees(bucket.math, grad, param), **extra)))
+        hoisted: dict[tuple, list] = {}  # the prelude of a kernel family is the same for a group and count
+        for group, bucket, kernel, payload in prepared:
+            if kernel is None:
+                bucket.commit(*payload)
+                continue
+            key = (id(group), bucket.count, kernel.family)
+            if key not in hoisted:
+                hoisted[key] = kernel.hoisted(payload)
+            bucket.run_kernel(kernel, payload, hoisted[key])
+        buckets = [bucket for _, bucket, _, _ in prepared]
+        if buckets:
+            torch._foreach_add_([bucket.steps for bucket in buckets], 1.0)
+        for bucket in buckets:
+            bucket.count += 1
+
+    def buckets(self) -> list[Bucket]:
+        return [b for _, _, buckets in self.groups for b in buckets]
+
+    def held_bytes(self) -> int:
+        return sum(b.held_bytes for b in self.buckets())
+
+
+def _static_structure(spec: Spec, hp: SimpleNamespace) -> tuple:
+    """What the traced step depends on besides values: static options and which numbers are literal zeros."""
+    out = []
+    for h in spec.hyperparams:
+        value = getattr(hp, h.name)
+        if h.static:
+            out.append((h.name, value))
+        else:
+            items = value if h.length else (value,)
+            out.append((h.name, tuple("tensor" if isinstance(v, torch.Tensor) else v == 0 for v in items)))
+    return tuple(out)
+
+
+def plan_key(spec: Spec, groups: list[dict], hyper: Callable[[dict], SimpleNamespace], options: tuple[str, ...]) -> tuple:
+    """Everything whose change must rebuild the plan (checked at every step)."""
+    return tuple((tuple(None if p.grad is None else id(p) for p in g["params"]), _static_structure(spec, hyper(g)),
+                  tuple(g.get(o) for o in options)) for g in groups)
+
+
+def build_plan(spec: Spec, state: dict, groups: list[dict], hyper: Callable[[dict], SimpleNamespace],
+               key: tuple) -> FlatPlan | None:
+    """Bucket every group, moving its state into flat buffers; None when the reference path must run."""
+    planned = []
+    for group in groups:
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            continue
+        hp = hyper(group)
+        names, scalar_names = spec.state(hp), tuple(spec.scalars(hp))
+        needed = ("step", *names, *scalar_names)
+        keyed: dict[tuple, list[torch.Tensor]] = {}
+        for p in params:
+            entry = state.get(p)
+            if entry is None or any(n not in entry for n in needed) or p.grad.is_sparse or not p.is_contiguous():
+                return None
+            if type(p.data) is not torch.Tensor or type(p.grad) is not torch.Tensor:  # DTensor (FSDP2) and other subclasses
+                return None
+            if p.is_complex():  # the reference path raises the error
+                return None
+            if any(entry[n].shape != p.shape or entry[n].dtype != p.dtype or entry[n].device != p.device for n in names):
+                return None
+            bucket_key = (p.device, p.dtype, int(entry["step"]))
+            keyed.setdefault(bucket_key + ((id(p),) if p.numel() >= FLAT_MAX_NUMEL else ()), []).append(p)
+        needs_params = spec.needs_params(hp)
+        planned.append((group, hp, [Bucket(state, b, names, scalar_names, needs_params) for b in keyed.values()]))
+    return FlatPlan(groups=planned, key=key)
+
+
+# ----------------------------------------------------------------------------------------------
+# compiled kernels
+
+
+_KERNELS: dict[tuple, Callable] = {}
+
+
+class _Input:
+    """Position of a hyperparameter in a compiled kernel's list of 0-dim inputs."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+
+def _as_input(value: Any) -> Any:
+    """A numeric hyperparameter as a 0-dim float64 tensor; a literal zero stays a Python 0 (folded away)."""
+    if isinstance(value, torch.Tensor) or is_static_zero(value):
+        return value
+    return torch.tensor(float(value), dtype=torch.float64)
+
+
+def hyper_inputs(spec: Spec, hp: SimpleNamespace) -> tuple[list[torch.Tensor], dict[str, Any]]:
+    """The numeric hyperparameters as a list of 0-dim tensors, and ``hp`` with positions in that list."""
+    tensors, layout = [], {}
+    for h in spec.hyperparams:
+        value = getattr(hp, h.name)
+        if h.static:
+            layout[h.name] = value
+            continue
+        items = []
+        for item in (_as_input(v) for v in (value if h.length else (value,))):
+            if isinstance(item, torch.Tensor):
+                items.append(_Input(len(tensors)))
+                tensors.append(item)
+            else:
+                items.append(item)
+        layout[h.name] = tuple(items) if h.length else items[0]
+    return tensors, layout
+
+
+def _rebuild(spec: Spec, layout: dict[str, Any], inputs: list) -> SimpleNamespace:
+    def value(item):
+        return inputs[item.index] if isinstance(item, _Input) else item
+
+    return spec.namespace({name: tuple(map(value, v)) if isinstance(v, tuple) else value(v) for name, v in layout.items()})
+
+
+def _signature(x: Any) -> Any:
+    return (x.dtype, x.device.type, x.dim()) if isinstance(x, torch.Tensor) else x
+
+
+def split_scalar_prelude(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, torch.fx.GraphModule, list[int]]:
+    """Split a traced step into a prelude over its 0-dim inputs and the elementwise rest.
+
+    The bias corrections, the step size and any other function of the step number and the
+    hyperparameters alone would otherwise be recomputed inside the compiled loop for every vector
+    of elements. Returns ``(prelude, main, scalar_positions)``: ``prelude(*scalar inputs)`` gives the
+    0-dim values the rest uses; ``main(*other inputs, *those values)`` gives the original outputs."""
+    graph = gm.graph
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+
+    def is_scalar_value(node) -> bool:
+        value = node.meta.get("val")
+        return isinstance(value, torch.Tensor) and value.dim() == 0
+
+    scalar = set()
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            if is_scalar_value(node):
+                scalar.add(node)
+        elif node.op in ("call_function", "get_attr") and is_scalar_value(node) and all(n in scalar for n in node.all_input_nodes):
+            scalar.add(node)
+    boundary = [n for n in graph.nodes if n in scalar and any(user not in scalar for user in n.users)]
+    prelude, main = torch.fx.Graph(), torch.fx.Graph()
+    pre_env: dict = {}
+    main_env: dict = {}
+    for node in placeholders:
+        if node in scalar:
+            pre_env[node] = prelude.placeholder(node.name)
+        else:
+            main_env[node] = main.placeholder(node.name)
+    for node in boundary:
+        main_env[node] = main.placeholder(f"{node.name}_hoisted")
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            continue
+        if node.op == "output":
+            main.output(torch.fx.map_arg(node.args[0], lambda n: main_env[n]))
+        elif node in scalar:
+            pre_env[node] = prelude.node_copy(node, lambda n: pre_env[n])
+        elif node not in main_env:
+            main_env[node] = main.node_copy(node, lambda n: main_env[n])
+    prelude.output([pre_env[n] for n in boundary])
+    positions = [i for i, node in enumerate(placeholders) if node in scalar]
+    return torch.fx.GraphModule(gm, prelude), torch.fx.GraphModule(gm, main), positions
+
+
+class Kernel:
+    """The compiled update of a bucket: an eager prelude over the 0-dim inputs, then one compiled loop.
+
+    ``kernel(inputs, target, states)``: ``inputs`` are the traced function's inputs in order
+    (gradient, parameter if read, state buffers, global scalars, step number, hyperparameters,
+    totals); the loop adds the step to ``target`` (the parameter; for a gathered bucket, a flat
+    buffer it overwrites), writes the new state into ``states`` in place, and returns the new
+    global scalars."""
+
+    def __init__(self, prelude, positions, loop, family):
+        self.prelude, self.positions, self.loop, self.family = prelude, positions, loop, family
+        self._others = None
+
+    def hoisted(self, inputs: list) -> list:
+        return self.prelude(*[inputs[i] for i in self.positions])
+
+    def __call__(self, inputs: list, target: torch.Tensor, states: list[torch.Tensor], hoisted: list | None = None) -> list:
+        if hoisted is None:
+            hoisted = self.hoisted(inputs)
+        if self._others is None:
+            positions = set(self.positions)
+            self._others = [i for i in range(len(inputs)) if i not in positions]
+        return self.loop([inputs[i] for i in self._others], hoisted, target, states)
+
+
+_KERNELS: dict[tuple, Kernel] = {}
+
+
+def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: list, total_names: tuple[str, ...]) -> Kernel:
+    """The compiled in-place update of ``bucket`` (cached per spec, static structure, dtypes and
+    bucket kind). The first call of a new kernel compiles it on small scratch tensors, so a failure
+    happens before anything is written."""
+    _, layout = hyper_inputs(spec, hp)
+    names, scalar_names = bucket.names, bucket.scalar_names
+    first = bucket.params[0]
+    family = (id(spec), _static_structure(spec, hp), first.device.type, bucket.needs_params, names, scalar_names,
+              total_names, tuple(map(_signature, inputs)))
+    key = (*family, bucket.single)
+    kernel = _KERNELS.get(key)
+    if kernel is not None:
+        return kernel
+    math = TreeMath(FlatOps())
+    outputs: dict[str, Any] = {}  # the structure of what the traced function returns, noted while tracing
+    counts = (1, int(bucket.needs_params), len(names), len(scalar_names), 1)
+
+    def pure(*flat):
+        grad, param, states, scalars, (t,), rest = _unflatten(flat, counts)
+        hypers, totals = rest[:len(rest) - len(total_names)], rest[len(rest) - len(total_names):]
+        grad = grad[0]
+        param = param[0] if param else grad  # a spec that does not read it multiplies it by a literal 0
+        state = SimpleNamespace(**{n: math.tree([x]) for n, x in zip(names, states)}, **dict(zip(scalar_names, scalars)))
+        extra = {"totals": dict(zip(total_names, totals))} if total_names else {}
+        delta, new = spec.update(math, _rebuild(spec, layout, hypers), t, math.tree([grad]), math.tree([param]), state, **extra)
+        outputs["delta"] = delta is not ZERO
+        outputs["states"] = ["zero" if new[n] is ZERO else "same" if new[n] is getattr(state, n) else "new" for n in names]
+        result = [delta.leaves[0]] if delta is not ZERO else []
+        result += [new[n].leaves[0] for n, kind in zip(names, outputs["states"]) if kind == "new"]
+        result += [torch.as_tensor(new[n]).to(s.dtype) for n, s in zip(scalar_names, scalars)]
+        return result
+
+    def scratch(x: torch.Tensor) -> torch.Tensor:
+        return torch.ones(16, dtype=x.dtype, device=x.device) if x.dim() else x.detach().clone()
+
+    example = [scratch(x) for x in inputs]
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    try:
+        traced = make_fx(pure, tracing_mode="symbolic")(*example)
+    except NeedsLeaves:
+        raise
+    except Exception as err:  # a Python branch on a numeric value, or an op with no symbolic-size rule
+        raise RuntimeError(f"fused=True: could not trace {spec.name}'s update into a graph: {err}") from err
+    prelude, main, positions = split_scalar_prelude(traced)
+    single, has_delta, kinds = bucket.single, outputs["delta"], outputs["states"]
+
+    def loop(others, hoisted, target, states):
+        result = main(*others, *hoisted)
+        position = 0
+        if has_delta:
+            if single:
+                target.add_(result[0])
+            else:
+                target.copy_(result[0])
+            position = 1
+        elif not single:
+            target.zero_()
+        for state, kind in zip(states, kinds):
+            if kind == "zero":
+                state.zero_()
+            elif kind == "new":
+                state.copy_(result[position])
+                position += 1
+        return result[position:]
+
+    # torch.compile caches per code object: a code object of its own keeps kernels from evicting each other
+    loop.__code__ = loop.__code__.replace(co_name=f"dynopt_{spec.name}_kernel_{len(_KERNELS)}")
+    kernel = Kernel(prelude, positions, torch.compile(loop, dynamic=True, fullgraph=True), family)
+    try:
+        kernel(example, scratch(first), example[counts[0] + counts[1]:][:len(names)])
+    except Exception as err:
+        raise RuntimeError(f"fused=True: torch.compile could not compile {spec.name}'s update "
+                           f"({type(err).__name__}: {err}); use fused=False") from err
+    _KERNELS[key] = kernel
+    return kernel
+
+
+def _unflatten(flat: tuple, counts: tuple[int, ...]) -> list:
+    """Consecutive pieces of ``flat`` of the given lengths, then the rest."""
+    pieces, position = [], 0
+    for count in counts:
+        pieces.append(list(flat[position:position + count]))
+        position += count
+    return [*pieces, list(flat[position:])]

@@ -1,0 +1,107 @@
+"""Tree operations as ``torch._foreach_*`` multi-tensor kernels: the torch backend's reference path."""
+
+from __future__ import annotations
+
+import torch
+
+from ..tree import LeafOps
+
+__all__ = ["ForeachOps", "FiniteSumOps"]
+
+_BINARY = {
+    "add": torch._foreach_add,
+    "sub": torch._foreach_sub,
+    "mul": torch._foreach_mul,
+    "div": torch._foreach_div,
+    "maximum": torch._foreach_maximum,
+    "minimum": torch._foreach_minimum,
+}
+_UNARY = {
+    "neg": torch._foreach_neg,
+    "sqrt": torch._foreach_sqrt,
+    "exp": torch._foreach_exp,
+    "log": torch._foreach_log,
+    "abs": torch._foreach_abs,
+    "sign": torch._foreach_sign,
+    "expm1": torch._foreach_expm1,
+}
+_SCALAR = {"sqrt": torch.sqrt, "exp": torch.exp, "log": torch.log, "abs": torch.abs, "sign": torch.sign,
+           "neg": torch.neg, "expm1": torch.expm1}
+_REDUCE = {"sum": torch.sum, "max": torch.amax, "min": torch.amin}
+
+
+class ForeachOps(LeafOps):
+    """Tree operations as ``torch._foreach_*`` multi-tensor kernels."""
+
+    def binary(self, op, xs, ys):
+        if op in ("maximum", "minimum") and not isinstance(ys, list):
+            clamp = torch._foreach_clamp_min if op == "maximum" else torch._foreach_clamp_max
+            return list(clamp(xs, ys))
+        return list(_BINARY[op](xs, ys))
+
+    def rbinary(self, op, s, xs):
+        if op == "sub":  # s - x == (-x) + s exactly
+            return list(torch._foreach_add(torch._foreach_neg(xs), s))
+        if op in ("add", "mul"):
+            return list(_BINARY[op](xs, s))
+        return [torch.div(s, x) if op == "div" else _BINARY[op]([s], [x])[0] for x in xs]
+
+    def unary(self, op, xs):
+        return list(_UNARY[op](xs))
+
+    def scalar(self, op, s):
+        return _SCALAR[op](s)
+
+    def sum_all(self, xs):
+        """Σ x = ‖max(x, 0)‖₁ − ‖min(x, 0)‖₁: a constant number of multi-tensor kernels, no per-leaf sum."""
+        if not xs:
+            return torch.zeros(())
+        positive = torch._foreach_norm(torch._foreach_clamp_min(xs, 0.0), 1)
+        negative = torch._foreach_norm(torch._foreach_clamp_max(xs, 0.0), 1)
+        return torch.stack(positive).sum() - torch.stack(negative).sum()
+
+    def zeros_like(self, xs):
+        return [torch.zeros_like(x) for x in xs]
+
+    def is_scalar(self, x):
+        return isinstance(x, torch.Tensor) and x.dim() == 0
+
+    def where(self, cond, xs, ys):
+        return [torch.where(cond, x, y) for x, y in zip(xs, ys)]
+
+    def reduce_along(self, op, xs, axis):
+        f = _REDUCE[op]
+        out = []
+        for x in xs:
+            dims = tuple(range(x.dim())) if axis is None else (axis % max(x.dim(), 1),)
+            if x.numel() == 0:  # max/min have no identity; any value broadcasts against an empty leaf
+                out.append(x.new_zeros([1 if d in dims else n for d, n in enumerate(x.shape)]))
+            else:
+                out.append(f(x, dim=dims, keepdim=True))
+        return out
+
+    def clip(self, s, low, high):
+        return torch.clamp(s, low, high)
+
+    def leaf_min(self, x):
+        if not x.numel():
+            return float("inf")
+        low = x.min()
+        return float(low.full_tensor() if hasattr(low, "full_tensor") else low)  # a DTensor: over every shard
+
+    def leaf_ndim(self, x):
+        return x.dim()
+
+
+class FiniteSumOps(ForeachOps):
+    """``ForeachOps`` whose tree-wide sums leave out a leaf whose own sum is not finite: the maths of
+    the spec's global reductions, so that one non-finite parameter cannot poison the others."""
+
+    def sum_all(self, xs):
+        if not xs:
+            return torch.zeros(())
+        positive = torch._foreach_norm(torch._foreach_clamp_min(xs, 0.0), 1)
+        negative = torch._foreach_norm(torch._foreach_clamp_max(xs, 0.0), 1)
+        positive, negative = torch.stack(positive), torch.stack(negative)
+        finite = torch.isfinite(positive - negative)  # both parts finite (inf − inf is nan)
+        return torch.where(finite, positive, 0.0).sum() - torch.where(finite, negative, 0.0).sum()

@@ -1,0 +1,242 @@
+"""Every execution path of the torch backend computes what the reference path computes.
+
+The reference path (``flat=False``) runs each tree operation as one ``torch._foreach_*`` call
+and is itself checked against torch.optim (test_parity, test_conformance_torch). The default
+flat path (flat buckets, pooled temporaries, one-pass reductions) and ``fused=True`` (compiled
+kernels) must give the same parameters *and* state on the whole zoo, under every event that
+changes the plan they cache: gradients that come and go, state_dict round trips, replaced
+state, new param groups, schedulers, deepcopy, non-finite gradients.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+
+import dynopt.torch as dt
+from dynopt._backends import torch_flat
+from dynopt.optimizers import ZOO
+
+# layouts: several small tensors (one gathered bucket); one tensor (used in place); a tensor of
+# >= FLAT_MAX_NUMEL elements (a bucket of its own) between small ones
+LAYOUTS = ([(7, 3), (5,), (2, 2, 2)], [(11,)], [(5,), (300, 300), (7, 3)])
+assert 300 * 300 >= torch_flat.FLAT_MAX_NUMEL
+
+CONFIGS = [(spec.name, {"lr": 1e-2}) for spec in ZOO] + [
+    ("EG", {"lr": 1e-2, "variant": "signed"}),
+    ("RMSprop", {"lr": 1e-2, "centered": True, "momentum": 0.9, "weight_decay": 0.1}),
+    ("Adam", {"lr": 1e-2, "weight_decay": 0.1, "maximize": True}),
+    ("Momentum", {"lr": 1e-2, "dampening": 0.3, "weight_decay": 0.01}),
+    ("MetaAdam", {"lr": 1e-2, "gain_lr": 0.1}),
+    ("MetaMomentum", {"lr": 1e-2, "rule": "hd", "dampening": 0.5}),
+]
+PATHS = {"flat": {}, "fused": {"fused": True}}
+STEPS = 5
+
+
+def problem(layout, steps=STEPS, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    init = [torch.rand(s, generator=gen, dtype=dtype) + 0.5 for s in layout]
+    grads = [[torch.randn(s, generator=gen, dtype=dtype) for s in layout] for _ in range(steps)]
+    return init, grads
+
+
+def run(name, kwargs, init, grads, hook=None, **options):
+    """Step ``name`` through ``grads``; ``hook(k, params, opt)`` runs before step k and may return a new optimizer."""
+    params = [torch.nn.Parameter(x.clone()) for x in init]
+    opt = getattr(dt, name)(params, **kwargs, **options)
+    for k, g in enumerate(grads):
+        for p, gi in zip(params, g):
+            p.grad = None if gi is None else gi.clone()
+        if hook is not None:
+            opt = hook(k, params, opt) or opt
+        opt.step()
+    return params, opt
+
+
+def assert_same(ref, got, atol=1e-12):
+    (ref_params, ref_opt), (got_params, got_opt) = ref, got
+    for i, (a, b) in enumerate(zip(ref_params, got_params)):
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=0, atol=atol, equal_nan=True,
+                                   msg=lambda m, i=i: f"param {i}: {m}")
+        ra, gb = ref_opt.state.get(a, {}), got_opt.state.get(b, {})
+        assert set(ra) == set(gb), (i, set(ra), set(gb))
+        for key, value in ra.items():
+            torch.testing.assert_close(gb[key].double(), value.double(), rtol=0, atol=atol, equal_nan=True,
+                                       msg=lambda m, i=i, key=key: f"param {i} state {key!r}: {m}")
+            assert gb[key].shape == value.shape and gb[key].dtype == value.dtype
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name,kwargs", CONFIGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)])
+def test_every_path_equals_the_reference_on_the_zoo(name, kwargs, path):
+    for layout in LAYOUTS:
+        init, grads = problem(layout)
+        ref = run(name, kwargs, init, grads, flat=False)
+        got = run(name, kwargs, init, grads, **PATHS[path])
+        assert got[1]._flat is not None, f"{name} {layout}: the {path} path was not taken"
+        assert_same(ref, got)
+
+
+def test_a_spec_that_reduces_inside_a_leaf_takes_the_reference_path():
+    init, grads = problem([(4, 3), (6,)])
+    kwargs = {"lr": 1e-2, "variant": "simplex", "axis": -1}
+    ref = run("EG", kwargs, [x / x.sum(-1, keepdim=True) for x in init], grads, flat=False)
+    got = run("EG", kwargs, [x / x.sum(-1, keepdim=True) for x in init], grads)
+    assert got[1]._needs_leaves and got[1]._flat is None
+    assert_same(ref, got)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_float32_and_mixed_groups(path):
+    """Two groups (float32 and float64, different lr) give separate buckets; float32 to float32 rounding."""
+    gen = torch.Generator().manual_seed(1)
+    shapes = [(6, 5), (4,)]
+
+    def build(**options):
+        p32 = [torch.nn.Parameter(torch.rand(s, generator=torch.Generator().manual_seed(i)) + 0.5) for i, s in enumerate(shapes)]
+        p64 = [torch.nn.Parameter(torch.rand(s, dtype=torch.float64, generator=torch.Generator().manual_seed(9 + i)) + 0.5)
+               for i, s in enumerate(shapes)]
+        opt = dt.MetaAdam([{"params": p32}, {"params": p64, "lr": 3e-3}], lr=1e-2, **options)
+        return p32 + p64, opt
+
+    grads = [[torch.randn(s, generator=gen) for s in shapes * 2] for _ in range(STEPS)]
+    runs = []
+    for options in ({"flat": False}, PATHS[path]):
+        params, opt = build(**options)
+        for g in grads:
+            for p, gi in zip(params, g):
+                p.grad = gi.to(p.dtype)
+            opt.step()
+        runs.append((params, opt))
+    assert runs[1][1]._flat is not None and len(runs[1][1]._flat.buckets()) == 2
+    assert_same(*runs, atol=1e-6)
+
+
+def _gradients_come_and_go(k, params, opt):
+    if k == 3:
+        params[1].grad = None
+
+
+def _state_dict_round_trip(k, params, opt):
+    if k == 3:
+        buffer = io.BytesIO()
+        torch.save(opt.state_dict(), buffer)
+        buffer.seek(0)
+        fresh = type(opt)(params, **{key: v for key, v in opt.defaults.items()})
+        fresh.load_state_dict(torch.load(buffer, weights_only=True))
+        return fresh
+    return None
+
+
+def _replaced_state(k, params, opt):
+    if k == 3:
+        for p in params:
+            for key, value in opt.state[p].items():
+                if value.dim():
+                    opt.state[p][key] = torch.full_like(value, 0.25)
+
+
+def _new_param_group(k, params, opt):
+    if k == 2:
+        extra = torch.nn.Parameter(torch.full((3,), 0.75, dtype=torch.float64))
+        extra.grad = torch.full((3,), 0.5, dtype=torch.float64)
+        params.append(extra)
+        opt.add_param_group({"params": [extra], "lr": 5e-3})
+
+
+def _deepcopy(k, params, opt):
+    if k == 3:  # continue with a deep copy bound to copies of the parameters
+        memo = {}
+        clone = copy.deepcopy((params, opt), memo)
+        for i, p in enumerate(clone[0]):
+            p.grad = params[i].grad  # deepcopy leaves gradients behind
+            params[i] = p
+        return clone[1]
+    return None
+
+
+def _schedule(k, params, opt):
+    for group in opt.param_groups:
+        group["lr"] = 1e-2 * 0.7**k
+
+
+EVENTS = {"gradients come and go": _gradients_come_and_go, "state_dict round trip": _state_dict_round_trip,
+          "replaced state": _replaced_state, "new param group": _new_param_group, "deepcopy": _deepcopy,
+          "lr schedule": _schedule}
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("event", EVENTS)
+@pytest.mark.parametrize("name", ["Adam", "MetaSGD"])
+def test_the_cached_plan_follows_every_change(name, event, path):
+    layout = [(4, 3), (5,), (300, 300)]
+    init, grads = problem(layout, steps=7)
+    kwargs = {"lr": 1e-2}
+    ref_params = [torch.nn.Parameter(x.clone()) for x in init]
+    got_params = [torch.nn.Parameter(x.clone()) for x in init]
+    opts = [getattr(dt, name)(ref_params, **kwargs, flat=False), getattr(dt, name)(got_params, **kwargs, **PATHS[path])]
+    for k, g in enumerate(grads):
+        for i, params in enumerate((ref_params, got_params)):
+            for p, gi in zip(params, g):
+                p.grad = gi.clone()
+            for p in params[len(g):]:
+                p.grad = torch.full_like(p, 0.5)
+            opts[i] = EVENTS[event](k, params, opts[i]) or opts[i]
+            opts[i].step()
+    assert opts[1]._flat is not None
+    assert_same((ref_params, opts[0]), (got_params, opts[1]))
+
+
+def test_schedules_do_not_recompile():
+    """Hyperparameters and the step number are kernel inputs: a new lr every step compiles nothing."""
+    init, grads = problem([(4, 3), (5,)], steps=6)
+    before = {}
+
+    def hook(k, params, opt):
+        _schedule(k, params, opt)
+        if k == 2:
+            before["kernels"] = len(torch_flat._KERNELS)
+
+    run("Adam", {"lr": 1e-2, "weight_decay": 0.1}, init, grads, hook=hook, fused=True)
+    assert len(torch_flat._KERNELS) == before["kernels"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_nonfinite_gradient_is_isolated_as_in_the_reference(path):
+    """The meta step's global sums leave out a parameter whose contribution is not finite, on every path."""
+    init, grads = problem([(4, 3), (5,), (2,)], steps=6)
+    grads[3][1][2] = float("nan")
+    grads[4][0][0, 0] = float("inf")
+    ref = run("MetaSGD", {"lr": 1e-2}, init, grads, flat=False)
+    got = run("MetaSGD", {"lr": 1e-2}, init, grads, **PATHS[path])
+    assert_same(ref, got)
+    assert torch.isfinite(got[0][2]).all() and torch.isfinite(got[1].global_scalars()["scale"])  # others unharmed
+
+
+def test_state_is_a_view_of_flat_buffers_and_saves_as_usual():
+    init, grads = problem([(4, 3), (5,)])
+    params, opt = run("Adam", {"lr": 1e-2}, init, grads)
+    a, b = (opt.state[p]["exp_avg"] for p in params)
+    assert a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()  # one buffer
+    assert a.shape == params[0].shape and b.shape == params[1].shape
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)
+    assert loaded["state"][0]["exp_avg"].shape == (4, 3)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"fused": True, "flat": False}, "Invalid fused value: True (fused=True runs on flat buckets: it needs flat=True)"),
+    ({"fused": "yes"}, "Invalid fused value: 'yes' (must be one of (None, False, True))"),
+    ({"flat": 1}, "Invalid flat value: 1 (must be a bool)"),
+])
+def test_option_errors(options, message):
+    p = torch.nn.Parameter(torch.ones(3))
+    with pytest.raises((TypeError, ValueError)) as info:
+        dt.Adam([p], **options)
+    assert str(info.value) == message
