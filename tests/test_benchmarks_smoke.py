@@ -79,3 +79,15 @@ def test_cold_fused_first_steps_are_reported(fast_run):
     for name, r in probe.items():
         assert _positive(r["first_step_s"]) and _positive(r["second_step_s"])
         assert f"c {name}: step 1 (state)" in text
+
+
+def test_scaling_runs_and_plots(tmp_path):
+    from benchmarks import scaling
+
+    result = scaling.main(["--fast", "--out", str(tmp_path / "scaling")], out=lambda line: None)
+    assert [p["x"] for p in result["size"]] == [1_000, 10_000, 100_000]
+    assert [p["x"] for p in result["count"]] == [1, 4, 16]
+    for point in result["size"] + result["count"]:
+        assert set(point["ms"]) == set(scaling.LABELS)
+        assert all(_positive(v) for v in point["ms"].values())
+    assert (tmp_path / "scaling.png").stat().st_size > 10_000 and (tmp_path / "scaling.json").exists()

@@ -206,15 +206,17 @@ def test_schedules_do_not_recompile():
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_nonfinite_gradient_is_isolated_as_in_the_reference(path):
+@pytest.mark.parametrize("layout", [[(4, 3), (5,), (2,)], [(5,), (300, 300), (4, 3)]], ids=["gathered", "own bucket"])
+def test_a_nonfinite_gradient_is_isolated_as_in_the_reference(path, layout):
     """The meta step's global sums leave out a parameter whose contribution is not finite, on every path."""
-    init, grads = problem([(4, 3), (5,), (2,)], steps=6)
+    init, grads = problem(layout, steps=6)
     grads[3][1][2] = float("nan")
-    grads[4][0][0, 0] = float("inf")
+    grads[4][0][0] = float("inf")
     ref = run("MetaSGD", {"lr": 1e-2}, init, grads, flat=False)
     got = run("MetaSGD", {"lr": 1e-2}, init, grads, **PATHS[path])
     assert_same(ref, got)
     assert torch.isfinite(got[0][2]).all() and torch.isfinite(got[1].global_scalars()["scale"])  # others unharmed
+    assert not torch.isfinite(got[0][1]).all()
 
 
 def test_state_is_a_view_of_flat_buffers_and_saves_as_usual():

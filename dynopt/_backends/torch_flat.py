@@ -204,7 +204,7 @@ class Bucket:
         self.scalars = {name: self._stack(state, name) for name in scalar_names}
         self.entries = [(state[p], name, state[p][name]) for p in params for name in ("step", *names, *scalar_names)]
         self.grad_flat = self.param_flat = self.delta_flat = None
-        self.kernel = None  # (signature of the hyperparameter inputs, compiled kernel) once fused
+        self.kernel = self.reducer = None  # (signature of the hyperparameter inputs, compiled kernel) once fused
         if not self.single:
             self.grad_flat = torch.empty(self.numel, dtype=first.dtype, device=first.device)
             self.grad_views = split_views(self.grad_flat, self.shapes)
@@ -281,6 +281,22 @@ class Bucket:
         return [grad, *([param] if self.needs_params else []), *(self.flat[n] for n in self.names), *scalars, t,
                 *hypers, *(totals[n] for n in sorted(totals))]
 
+    def fused_reductions(self, spec: Spec, hp: SimpleNamespace, hypers: list, signature: tuple, grad, param):
+        """The spec's reductions over this bucket in one compiled pass; None where the per-parameter
+        fault isolation needs the eager path (a gathered bucket whose sums are not all finite, or
+        one on a device where checking that would synchronise)."""
+        inputs = [grad, *([param] if self.needs_params else []), *(self.flat[n] for n in self.names),
+                  *(s if self.single else s[0] for s in self.scalars.values()), *hypers]
+        if self.reducer is None or self.reducer[0] != signature:
+            self.reducer = signature, compiled_reductions(spec, hp, self, inputs)
+        names, kernel = self.reducer[1]
+        sums = kernel(*inputs)
+        if self.single:
+            return {n: torch.where(torch.isfinite(v), v, 0.0) for n, v in zip(names, sums)}
+        if not self.reductions.ops.host_check or not bool(torch.isfinite(torch.stack(list(sums))).all()):
+            return None
+        return dict(zip(names, sums))
+
     def run_kernel(self, kernel: "Kernel", inputs: list, hoisted: list) -> None:
         target = self.params[0].detach().view(-1) if self.single else self.delta_buffer()
         new_scalars = kernel(inputs, target, [self.flat[n] for n in self.names], hoisted)
@@ -301,24 +317,27 @@ class FlatPlan(SimpleNamespace):
     def step(self, spec: Spec, hyper: Callable[[dict], SimpleNamespace]) -> None:
         """One step of every bucket: the spec's reductions, then every update computed (or its kernel
         compiled) before anything is written. Raises ``NeedsLeaves`` before writing, if it does."""
-        work = []
+        work, hypers = [], {}
         for group, _, buckets in self.groups:
             hp = hyper(group)
+            if group["fused"]:  # the numeric hyperparameters as kernel inputs, once per group
+                values = hyper_inputs(spec, hp)[0]
+                hypers[id(group)] = values, tuple(map(_signature, values))
             work += [(group, hp, bucket, *bucket.gather()) for bucket in buckets]
         totals = None
         if spec.reductions is not None:
             totals = {}
-            for _, hp, bucket, grad, param in work:
-                math = bucket.reductions
-                for key, value in spec.reductions(math, hp, *bucket.trees(math, grad, param)).items():
+            for group, hp, bucket, grad, param in work:
+                parts = bucket.fused_reductions(spec, hp, *hypers[id(group)], grad, param) if group["fused"] else None
+                if parts is None:
+                    math = bucket.reductions
+                    parts = spec.reductions(math, hp, *bucket.trees(math, grad, param))
+                for key, value in parts.items():
                     totals[key] = value if key not in totals else totals[key] + value.to(totals[key].device)
         extra = {} if totals is None else {"totals": totals}
-        prepared, hypers, steps = [], {}, {}
+        prepared, steps = [], {}
         for group, hp, bucket, grad, param in work:
             if group["fused"]:
-                if id(group) not in hypers:
-                    values = hyper_inputs(spec, hp)[0]
-                    hypers[id(group)] = values, tuple(map(_signature, values))
                 values, signature = hypers[id(group)]
                 if bucket.count not in steps:
                     steps[bucket.count] = torch.tensor(float(bucket.count + 1), dtype=torch.float64)
@@ -558,18 +577,7 @@ def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: lis
         result += [torch.as_tensor(new[n]).to(s.dtype) for n, s in zip(scalar_names, scalars)]
         return result
 
-    def scratch(x: torch.Tensor) -> torch.Tensor:
-        return torch.ones(16, dtype=x.dtype, device=x.device) if x.dim() else x.detach().clone()
-
-    example = [scratch(x) for x in inputs]
-    from torch.fx.experimental.proxy_tensor import make_fx
-
-    try:
-        traced = make_fx(pure, tracing_mode="symbolic")(*example)
-    except NeedsLeaves:
-        raise
-    except Exception as err:  # a Python branch on a numeric value, or an op with no symbolic-size rule
-        raise RuntimeError(f"fused=True: could not trace {spec.name}'s update into a graph: {err}") from err
+    traced = _trace(spec, pure, inputs)
     prelude, main, positions = split_scalar_prelude(traced)
     single, has_delta, kinds = bucket.single, outputs["delta"], outputs["states"]
 
@@ -595,13 +603,68 @@ def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: lis
     # torch.compile caches per code object: a code object of its own keeps kernels from evicting each other
     loop.__code__ = loop.__code__.replace(co_name=f"dynopt_{spec.name}_kernel_{len(_KERNELS)}")
     kernel = Kernel(prelude, positions, torch.compile(loop, dynamic=True, fullgraph=True), family)
+    example = _scratch_inputs(inputs)
     try:
-        kernel(example, scratch(first), example[counts[0] + counts[1]:][:len(names)])
+        kernel(example, _scratch(first), example[counts[0] + counts[1]:][:len(names)])
     except Exception as err:
         raise RuntimeError(f"fused=True: torch.compile could not compile {spec.name}'s update "
                            f"({type(err).__name__}: {err}); use fused=False") from err
     _KERNELS[key] = kernel
     return kernel
+
+
+def compiled_reductions(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: list) -> tuple[list[str], Callable]:
+    """The spec's reductions over a bucket as one compiled pass: ``(names, kernel)`` with
+    ``kernel(*inputs)`` the list of raw sums in the order of ``names`` (cached like the update)."""
+    _, layout = hyper_inputs(spec, hp)
+    names, scalar_names = bucket.names, bucket.scalar_names
+    key = ("reductions", id(spec), _static_structure(spec, hp), bucket.params[0].device.type, bucket.needs_params,
+           names, scalar_names, tuple(map(_signature, inputs)))
+    found = _KERNELS.get(key)
+    if found is not None:
+        return found
+    math = TreeMath(FlatOps())
+    keys: list[str] = []
+    counts = (1, int(bucket.needs_params), len(names), len(scalar_names))
+
+    def pure(*flat):
+        grad, param, states, scalars, hypers = _unflatten(flat, counts)
+        state = SimpleNamespace(**{n: math.tree([x]) for n, x in zip(names, states)}, **dict(zip(scalar_names, scalars)))
+        grad = math.tree(grad)
+        sums = spec.reductions(math, _rebuild(spec, layout, hypers), grad, math.tree(param) if param else grad, state)
+        keys.extend(sorted(sums))
+        return [torch.as_tensor(sums[k]) for k in keys]
+
+    traced = _trace(spec, pure, inputs)
+    kernel = torch.compile(traced, dynamic=True, fullgraph=True)
+    try:
+        kernel(*_scratch_inputs(inputs))
+    except Exception as err:
+        raise RuntimeError(f"fused=True: torch.compile could not compile {spec.name}'s reductions "
+                           f"({type(err).__name__}: {err}); use fused=False") from err
+    _KERNELS[key] = keys, kernel
+    return keys, kernel
+
+
+def _scratch(x: torch.Tensor) -> torch.Tensor:
+    """A small stand-in for a kernel input: 16 elements for a flat buffer, a copy of a 0-dim value."""
+    return torch.ones(16, dtype=x.dtype, device=x.device) if x.dim() else x.detach().clone()
+
+
+def _scratch_inputs(inputs: list) -> list:
+    return [_scratch(x) for x in inputs]
+
+
+def _trace(spec: Spec, fn: Callable, inputs: list) -> torch.fx.GraphModule:
+    """``fn`` traced into an ATen graph with symbolic sizes (no Python branch on a value survives)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    try:
+        return make_fx(fn, tracing_mode="symbolic")(*_scratch_inputs(inputs))
+    except NeedsLeaves:
+        raise
+    except Exception as err:  # a Python branch on a numeric value, or an op with no symbolic-size rule
+        raise RuntimeError(f"fused=True: could not trace {spec.name}'s step into a graph: {err}") from err
 
 
 def _unflatten(flat: tuple, counts: tuple[int, ...]) -> list:
