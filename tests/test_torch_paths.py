@@ -242,3 +242,47 @@ def test_option_errors(options, message):
     with pytest.raises((TypeError, ValueError)) as info:
         dt.Adam([p], **options)
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_bfloat16_and_a_tensor_lr(path):
+    """bfloat16 parameters and a Tensor lr (as torch.optim accepts) on every path, against the reference."""
+    init, grads = problem([(6, 5), (4,), (300, 300)], dtype=torch.bfloat16, steps=4)
+    kwargs = {"lr": torch.tensor(1e-2), "weight_decay": 0.1}
+    ref = run("Adam", kwargs, init, grads, flat=False)
+    got = run("Adam", kwargs, init, grads, **PATHS[path])
+    assert got[1]._flat is not None
+    # the flat path runs the reference's ATen ops (exact); the compiled loop keeps intermediates in
+    # float32 instead of rounding each to bfloat16: at most 2 ulps (2 * 2^-7) for values in [1, 2)
+    assert_same(ref, got, atol=0 if path == "flat" else 2 * 2**-7)
+
+
+def test_a_compile_failure_raises_before_anything_changes(monkeypatch):
+    """Without a working torch.compile, fused=True fails at its first compiled step with a clear error
+    and leaves parameters and state as they were."""
+
+    def broken(fn, **kwargs):
+        def run(*args, **kw):
+            raise OSError("no C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch_flat, "_KERNELS", {})
+    monkeypatch.setattr(torch_flat.torch, "compile", broken)
+    init, grads = problem([(4, 3), (5,)], steps=2)
+    params = [torch.nn.Parameter(x.clone()) for x in init]
+    opt = dt.Adam(params, lr=1e-2, fused=True)
+    for p, g in zip(params, grads[0]):
+        p.grad = g
+    opt.step()  # the first step runs on the reference path
+    before = ([p.detach().clone() for p in params], copy.deepcopy(opt.state_dict()))
+    for p, g in zip(params, grads[1]):
+        p.grad = g
+    with pytest.raises(RuntimeError, match=r"fused=True: torch.compile could not compile Adam's update \(OSError: no C\+\+ "
+                                           r"compiler found\); use fused=False"):
+        opt.step()
+    for p, old in zip(params, before[0]):
+        assert torch.equal(p.detach(), old)
+    after = opt.state_dict()["state"]
+    for key, entry in before[1]["state"].items():
+        for name, value in entry.items():
+            assert torch.equal(after[key][name], value), name
