@@ -1,10 +1,15 @@
-"""Spec -> ``torch.optim.Optimizer`` subclass, executed with multi-tensor (``torch._foreach_*``) kernels.
+"""Spec -> ``torch.optim.Optimizer`` subclass.
 
-Each tree operation of a spec becomes one ``_foreach`` call over all parameters of a bucket
-(same device, dtype and step count), so no Python loop issues per-parameter ops. State lives
-in ``self.state[p]`` under the spec's names plus torch's ``step`` (a 0-dim float tensor), so
-``state_dict``, checkpoints and every ``lr_scheduler`` work as with ``torch.optim``.
+State lives in ``self.state[p]`` under the spec's names plus torch's ``step`` (a 0-dim float
+tensor), so ``state_dict``, checkpoints and every ``lr_scheduler`` work as with ``torch.optim``.
 A step first computes every new value, then writes them all: an error leaves no half-update.
+
+Execution. This module holds the reference path: each tree operation of the spec is one
+``torch._foreach_*`` call (``torch_ops.ForeachOps``) over the parameters of a bucket (same device,
+dtype and step count), so no Python loop issues per-parameter ops. It runs the first step (which
+creates the state) and every step the flat path leaves out. From the second step on, unless
+``flat=False``, the same spec runs on flat per-bucket buffers, eagerly or, with ``fused=True``,
+as compiled kernels (``torch_flat``); ``tests/test_torch_paths.py`` proves them equal to this path.
 
 Faults:
 
