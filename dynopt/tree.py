@@ -215,7 +215,13 @@ class ArrayLeafOps(LeafOps):
         return self._fn[op](s)
 
     def sum_all(self, xs):
-        sums = [self.xp.sum(x) for x in xs]
+        return self._total([self.xp.sum(x) for x in xs])
+
+    def dot(self, xs, ys):
+        """One BLAS-style dot per leaf (XLA: a dot, not a product array then a reduction)."""
+        return self._total([self.xp.vdot(x, y) for x, y in zip(xs, ys)])
+
+    def _total(self, sums):
         return sum(sums[1:], sums[0]) if sums else 0.0
 
     def zeros_like(self, xs):
@@ -252,10 +258,11 @@ class FiniteSumArrayOps(ArrayLeafOps):
     """Tree-wide sums that leave out a leaf whose own sum is not finite: backends use it for a
     spec's global ``reductions``, so that one non-finite parameter cannot poison the others."""
 
-    def sum_all(self, xs):
-        if not xs:
+    def _total(self, sums):
+        if not sums:
             return 0.0
-        sums = self.xp.stack([self.xp.sum(x) for x in xs])
+        sums = self.xp.stack(sums)  # in at least float32: a bfloat16 cosine would stall a step-size update
+        sums = sums.astype(self.xp.promote_types(sums.dtype, self.xp.float32))
         return self.xp.sum(self.xp.where(self.xp.isfinite(sums), sums, 0))
 
 

@@ -230,3 +230,34 @@ def test_noise_alone_barely_moves_the_scale_in_many_dimensions(dim, floor):
         updates, state = opt.update([rng.normal(size=dim)], state, params)
         params = [params[0] + updates[0]]
     assert floor < state.values["scale"] < 1 / floor
+
+
+def test_low_precision_parameters_still_adapt_the_scale():
+    """With random gradients the cosine is ~1/sqrt(n) and a step changes log s by ~1e-4: computed from
+    bfloat16 sums (3 digits) that change rounds to exactly nothing. The global sums are taken in at
+    least float32 on every backend and path, so the scale moves as it does in float32."""
+    import jax.numpy as jnp
+
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(300, 300), (6, 5)]
+    init = [torch.rand(s, generator=gen) + 0.5 for s in shapes]
+    grads = [[torch.randn(s, generator=gen) for s in shapes] for _ in range(6)]
+    scales = {}
+    for label, options in (("reference", {"flat": False}), ("flat", {}), ("fused", {"fused": True})):
+        params = [torch.nn.Parameter(x.to(torch.bfloat16)) for x in init]
+        opt = dynopt.torch.MetaAdam(params, lr=1e-2, **options)
+        for g in grads:
+            for p, gi in zip(params, g):
+                p.grad = gi.to(torch.bfloat16)
+            opt.step()
+        scales[label] = float(opt.global_scalars()["scale"])
+    tx = dynopt.jax.meta_adam(1e-2)
+    params = [jnp.asarray(x.numpy(), dtype=jnp.bfloat16) for x in init]
+    state = tx.init(params)
+    for g in grads:
+        updates, state = tx.update([jnp.asarray(gi.numpy(), dtype=jnp.bfloat16) for gi in g], state, params)
+        params = [p + u for p, u in zip(params, updates)]
+    scales["jax"] = float(state.scale)
+    for label, scale in scales.items():
+        assert abs(scale - 1.0) > 1e-6, (label, scales)
+        assert scale == pytest.approx(scales["reference"], rel=1e-5), (label, scales)

@@ -45,7 +45,7 @@ import torch
 
 from ..spec import Spec, is_static_zero
 from ..tree import ZERO, TreeMath
-from .torch_ops import ForeachOps
+from .torch_ops import ForeachOps, _at_least_float32
 
 __all__ = ["FLAT_MAX_NUMEL", "NeedsLeaves", "FlatPlan", "build_plan"]
 
@@ -156,12 +156,14 @@ class FiniteFlatOps(FlatOps):
         self.host_check = pool.device.type in HOST_CHECK_DEVICES
 
     def _finite(self, total: torch.Tensor, x: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """``total`` = Σx, or the sum of the finite per-parameter sums of ``x()`` when it is not finite."""
+        """``total`` = Σx, or the sum of the finite per-parameter sums of ``x()`` when it is not finite
+        (in at least float32, as on the reference path)."""
+        total = _at_least_float32(total)
         if len(self.pool.shapes) == 1:
             return torch.where(torch.isfinite(total), total, 0.0)
         if self.host_check and bool(torch.isfinite(total)):
             return total
-        sums = torch.segment_reduce(x(), "sum", lengths=self.lengths)
+        sums = _at_least_float32(torch.segment_reduce(x(), "sum", lengths=self.lengths))
         return torch.where(torch.isfinite(sums), sums, 0.0).sum()
 
     def sum_all(self, xs):
@@ -290,7 +292,7 @@ class Bucket:
         if self.reducer is None or self.reducer[0] != signature:
             self.reducer = signature, compiled_reductions(spec, hp, self, inputs)
         names, kernel = self.reducer[1]
-        sums = kernel(*inputs)
+        sums = [_at_least_float32(v) for v in kernel(*inputs)]
         if self.single:
             return {n: torch.where(torch.isfinite(v), v, 0.0) for n, v in zip(names, sums)}
         if not self.reductions.ops.host_check or not bool(torch.isfinite(torch.stack(list(sums))).all()):

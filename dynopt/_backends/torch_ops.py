@@ -56,9 +56,8 @@ class ForeachOps(LeafOps):
         """Σ x = ‖max(x, 0)‖₁ − ‖min(x, 0)‖₁: a constant number of multi-tensor kernels, no per-leaf sum."""
         if not xs:
             return torch.zeros(())
-        positive = torch._foreach_norm(torch._foreach_clamp_min(xs, 0.0), 1)
-        negative = torch._foreach_norm(torch._foreach_clamp_max(xs, 0.0), 1)
-        return torch.stack(positive).sum() - torch.stack(negative).sum()
+        positive, negative = _signed_parts(xs)
+        return positive.sum() - negative.sum()
 
     def zeros_like(self, xs):
         return [torch.zeros_like(x) for x in xs]
@@ -93,6 +92,23 @@ class ForeachOps(LeafOps):
         return x.dim()
 
 
+def _signed_parts(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per leaf ‖max(x, 0)‖₁ and ‖min(x, 0)‖₁, accumulated and returned in at least float32: their
+    difference cancels, so rounding each to bfloat16 first would lose the sum."""
+    dtype = torch.float32
+    for x in xs:
+        dtype = torch.promote_types(dtype, x.dtype)
+    positive = torch._foreach_norm(torch._foreach_clamp_min(xs, 0.0), 1, dtype=dtype)
+    negative = torch._foreach_norm(torch._foreach_clamp_max(xs, 0.0), 1, dtype=dtype)
+    return torch.stack(positive), torch.stack(negative)
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Global sums in at least float32: a bfloat16 cosine (3 digits) would round a small multiplicative
+    step-size change such as exp(1e-4) to exactly 1."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class FiniteSumOps(ForeachOps):
     """``ForeachOps`` whose tree-wide sums leave out a leaf whose own sum is not finite: the maths of
     the spec's global reductions, so that one non-finite parameter cannot poison the others."""
@@ -100,8 +116,6 @@ class FiniteSumOps(ForeachOps):
     def sum_all(self, xs):
         if not xs:
             return torch.zeros(())
-        positive = torch._foreach_norm(torch._foreach_clamp_min(xs, 0.0), 1)
-        negative = torch._foreach_norm(torch._foreach_clamp_max(xs, 0.0), 1)
-        positive, negative = torch.stack(positive), torch.stack(negative)
+        positive, negative = _signed_parts(xs)
         finite = torch.isfinite(positive - negative)  # both parts finite (inf − inf is nan)
         return torch.where(finite, positive, 0.0).sum() - torch.where(finite, negative, 0.0).sum()
