@@ -45,7 +45,7 @@ import torch
 
 from ..spec import Spec, is_static_zero
 from ..tree import ZERO, TreeMath
-from .torch_ops import ForeachOps, _at_least_float32
+from .torch_ops import ForeachOps, at_least_float32
 
 __all__ = ["FLAT_MAX_NUMEL", "NeedsLeaves", "FlatPlan", "build_plan"]
 
@@ -158,12 +158,12 @@ class FiniteFlatOps(FlatOps):
     def _finite(self, total: torch.Tensor, x: Callable[[], torch.Tensor]) -> torch.Tensor:
         """``total`` = Σx, or the sum of the finite per-parameter sums of ``x()`` when it is not finite
         (in at least float32, as on the reference path)."""
-        total = _at_least_float32(total)
+        total = at_least_float32(total)
         if len(self.pool.shapes) == 1:
             return torch.where(torch.isfinite(total), total, 0.0)
         if self.host_check and bool(torch.isfinite(total)):
             return total
-        sums = _at_least_float32(torch.segment_reduce(x(), "sum", lengths=self.lengths))
+        sums = at_least_float32(torch.segment_reduce(x(), "sum", lengths=self.lengths))
         return torch.where(torch.isfinite(sums), sums, 0.0).sum()
 
     def sum_all(self, xs):
@@ -292,7 +292,7 @@ class Bucket:
         if self.reducer is None or self.reducer[0] != signature:
             self.reducer = signature, compiled_reductions(spec, hp, self, inputs)
         names, kernel = self.reducer[1]
-        sums = [_at_least_float32(v) for v in kernel(*inputs)]
+        sums = [at_least_float32(v) for v in kernel(*inputs)]
         if self.single:
             return {n: torch.where(torch.isfinite(v), v, 0.0) for n, v in zip(names, sums)}
         if not self.reductions.ops.host_check or not bool(torch.isfinite(torch.stack(list(sums))).all()):
@@ -314,7 +314,8 @@ class Bucket:
 
 
 class FlatPlan(SimpleNamespace):
-    """``groups``: (group, hp, buckets) per param group with gradients; ``key``: what it was built for."""
+    """``groups``: (group, hp, buckets) per param group with gradients; ``key``: what it was built for;
+    ``unplanned``: the state entries of parameters without a gradient (they keep the global scalars)."""
 
     def step(self, spec: Spec, hyper: Callable[[dict], SimpleNamespace]) -> None:
         """One step of every bucket: the spec's reductions, then every update computed (or its kernel
@@ -364,6 +365,21 @@ class FlatPlan(SimpleNamespace):
             torch._foreach_add_([bucket.steps for bucket in buckets], 1.0)
         for bucket in buckets:
             bucket.count += 1
+
+    def share_scalars(self) -> None:
+        """Global scalars are one value: copy the first bucket's new value into every other bucket's
+        stack and into the state of the parameters the plan does not step (no gradient now)."""
+        buckets = self.buckets()
+        if not buckets or not buckets[0].scalar_names:
+            return
+        first = buckets[0]
+        for name in first.scalar_names:
+            source = first.scalars[name] if first.single else first.scalars[name][0]
+            for bucket in buckets[1:]:
+                bucket.scalars[name].copy_(source)
+            others = [entry[name] for entry in self.unplanned if name in entry]
+            if others:
+                torch._foreach_copy_(others, [source] * len(others))
 
     def buckets(self) -> list[Bucket]:
         return [b for _, _, buckets in self.groups for b in buckets]
@@ -417,14 +433,13 @@ def build_plan(spec: Spec, state: dict, groups: list[dict], hyper: Callable[[dic
             keyed.setdefault(bucket_key + ((id(p),) if p.numel() >= FLAT_MAX_NUMEL else ()), []).append(p)
         needs_params = spec.needs_params(hp)
         planned.append((group, hp, [Bucket(state, b, names, scalar_names, needs_params) for b in keyed.values()]))
-    return FlatPlan(groups=planned, key=key)
+    stepped = {id(p) for _, _, buckets in planned for bucket in buckets for p in bucket.params}
+    unplanned = [entry for p, entry in state.items() if id(p) not in stepped]
+    return FlatPlan(groups=planned, key=key, unplanned=unplanned)
 
 
 # ----------------------------------------------------------------------------------------------
 # compiled kernels
-
-
-_KERNELS: dict[tuple, Callable] = {}
 
 
 class _Input:
@@ -544,7 +559,7 @@ class Kernel:
         return self.loop([inputs[i] for i in self._others], hoisted, target, states)
 
 
-_KERNELS: dict[tuple, Kernel] = {}
+_KERNELS: dict[tuple, Any] = {}  # compiled updates (Kernel) and reductions ((names, kernel)), per process
 
 
 def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: list, total_names: tuple[str, ...]) -> Kernel:

@@ -6,7 +6,7 @@ import torch
 
 from ..tree import LeafOps
 
-__all__ = ["ForeachOps", "FiniteSumOps"]
+__all__ = ["ForeachOps", "FiniteSumOps", "at_least_float32"]
 
 _BINARY = {
     "add": torch._foreach_add,
@@ -103,7 +103,7 @@ def _signed_parts(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(positive), torch.stack(negative)
 
 
-def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
     """Global sums in at least float32: a bfloat16 cosine (3 digits) would round a small multiplicative
     step-size change such as exp(1e-4) to exactly 1."""
     return x.to(torch.promote_types(x.dtype, torch.float32))

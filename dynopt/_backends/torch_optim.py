@@ -230,9 +230,7 @@ class SpecOptimizer(torch.optim.Optimizer):
             self._needs_leaves, self._flat = True, None
             self.step()
             return
-        buckets = plan.buckets()
-        if buckets and buckets[0].scalar_names:
-            self._share_scalars(buckets[0].params[0])
+        plan.share_scalars()
 
     def _params_with_grad(self, index: int, group: dict[str, Any]) -> list[torch.Tensor]:
         """The params that have a gradient; unsupported ones raise before anything is mutated."""
