@@ -8,6 +8,7 @@ Every experiment accepts ``--fast`` (a smaller run for tests and CI), ``--out DI
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 from pathlib import Path
@@ -44,6 +45,17 @@ def use_headless_matplotlib() -> None:
         import matplotlib
 
         matplotlib.use("Agg")
+
+
+def write_summary(out: Path, summary: dict, name: str, figure: Any = None) -> list[Path]:
+    """Write ``config.json`` (the run's parameters and results) and, if given, the figure as
+    ``<name>.png`` at 100 dpi; return the paths written, the figure first."""
+    written = []
+    if figure is not None:
+        written.append(out / f"{name}.png")
+        figure.savefig(written[0], dpi=100)
+    (out / "config.json").write_text(json.dumps(summary, indent=2))
+    return written + [out / "config.json"]
 
 
 def prepare(name: str, doc: str, config: Any, argv: list[str] | None) -> tuple[Any, Path]:

@@ -27,7 +27,6 @@ per step and method) and ``config.json``.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -40,7 +39,7 @@ from tqdm.auto import tqdm
 
 from dynopt.plotting import colour
 
-from . import prepare
+from . import prepare, write_summary
 from .step_size_insensitivity import Objective, hyper_text, meta_hyper, optimize
 
 NAME = "distribution_shift"
@@ -218,10 +217,7 @@ def save(cfg: Config, curves: dict, table: dict, out: Path, seconds: float) -> l
         "regrowth": table,
         "seconds": round(seconds, 2),
     }
-    (out / "config.json").write_text(json.dumps(summary, indent=2))
-    path = out / f"{NAME}.png"
-    figure(cfg, curves).savefig(path, dpi=100)
-    return [path, out / "curves.npz", out / "config.json"]
+    return [*write_summary(out, summary, NAME, figure(cfg, curves)), out / "curves.npz"]
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:

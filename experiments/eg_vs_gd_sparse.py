@@ -28,7 +28,6 @@ Outputs in ``--out``: ``eg_vs_gd_sparse.png``, ``scores.npz`` (scores per k, see
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,7 +40,7 @@ from tqdm.auto import tqdm
 
 from dynopt.plotting import colour
 
-from . import prepare
+from . import prepare, write_summary
 from .step_size_insensitivity import Objective, optimize
 
 NAME = "eg_vs_gd_sparse"
@@ -252,10 +251,7 @@ def save(cfg: Config, results: dict[str, Any], out: Path, seconds: float) -> lis
         "noise_floor": results["noise_floor"],
         "seconds": round(seconds, 2),
     }
-    (out / "config.json").write_text(json.dumps(summary, indent=2))
-    path = out / f"{NAME}.png"
-    figure(cfg, results).savefig(path, dpi=100)
-    return [path, out / "scores.npz", out / "config.json"]
+    return [*write_summary(out, summary, NAME, figure(cfg, results)), out / "scores.npz"]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -43,7 +43,6 @@ and ``config.json`` (the configuration, the budget and the table). The runners h
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -58,7 +57,7 @@ from tqdm.auto import tqdm
 from dynopt import REGISTRY
 from dynopt.plotting import colour
 
-from . import prepare
+from . import prepare, write_summary
 
 NAME = "step_size_insensitivity"
 
@@ -505,10 +504,7 @@ def save(cfg: Config, results: dict[str, dict], out: Path, seconds: float) -> li
                             "table": res["table"]} for name, res in results.items()},
         "seconds": round(seconds, 2),
     }
-    (out / "config.json").write_text(json.dumps(summary, indent=2))
-    path = out / f"{NAME}.png"
-    figure(cfg, results).savefig(path, dpi=100)
-    return [path, out / "final_losses.npz", out / "config.json"]
+    return [*write_summary(out, summary, NAME, figure(cfg, results)), out / "final_losses.npz"]
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:

@@ -14,7 +14,6 @@ Outputs in ``--out``: ``<loss>.png`` per loss, ``loss_vs_time.png``, ``race_<los
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +29,7 @@ from dynopt.losses import LOSSES
 from dynopt.plotting import colour, contour_trajectories, legend_extras, loss_curves, race_animation
 from dynopt.trajectory import Trajectory, run
 
-from . import prepare
+from . import prepare, write_summary
 
 NAME = "zoo_trajectories"
 
@@ -191,8 +190,7 @@ def save_data(cfg: Config, results: dict, finals: dict, out: Path, seconds: floa
         "chosen": chosen,
         "seconds": round(seconds, 2),
     }
-    (out / "config.json").write_text(json.dumps(summary, indent=2))
-    return [out / "trajectories.npz", out / "config.json"]
+    return [*write_summary(out, summary, NAME), out / "trajectories.npz"]
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[Trajectory]]:

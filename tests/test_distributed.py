@@ -57,14 +57,8 @@ rank, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 OPTIMIZERS, STEPS = {optimizers!r}, {steps}
 dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{{port}}", rank=rank, world_size=2,
                         timeout=datetime.timedelta(seconds=60))
-
-def model():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
-
-def batch(k):
-    g = torch.Generator().manual_seed(100 + k)
-    return torch.randn(32, 4, generator=g, dtype=torch.float64), torch.randn(32, 1, generator=g, dtype=torch.float64)
+sys.path.insert(0, {tests!r})
+from test_distributed import batch, model  # the model and batches of the single-process runs
 
 result = {{}}
 for name, kw in OPTIMIZERS.items():
@@ -125,7 +119,7 @@ def single_process(name, averaged):
 def ddp_results(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddp")
     script = folder / "worker.py"
-    script.write_text(textwrap.dedent(DDP_WORKER).format(optimizers=OPTIMIZERS, steps=STEPS))
+    script.write_text(textwrap.dedent(DDP_WORKER).format(optimizers=OPTIMIZERS, steps=STEPS, tests=str(ROOT / "tests")))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     port = str(free_port())
     outs = [folder / f"rank{r}.pt" for r in range(2)]

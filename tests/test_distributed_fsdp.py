@@ -30,13 +30,13 @@ from __future__ import annotations
 import datetime
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import traceback
 
 import pytest
 import torch
+from test_distributed import batch, free_port, model  # the same model, batches and port helper as the DDP test
 
 import dynopt.torch
 
@@ -58,22 +58,6 @@ CONFIGS = {  # label: (class in dynopt.torch, keyword arguments)
     "MetaAdam": ("MetaAdam", {"lr": 0.01, "meta_lr": 0.05}),
 }
 REDUCING = {"MetaSGD", "MetaAdam"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def model():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
-
-
-def batch(k):
-    g = torch.Generator().manual_seed(100 + k)
-    return torch.randn(32, 4, generator=g, dtype=torch.float64), torch.randn(32, 1, generator=g, dtype=torch.float64)
 
 
 def loss(net, k):

@@ -45,7 +45,7 @@ import torch
 
 from ..spec import Spec, is_static_zero
 from ..tree import ZERO, TreeMath
-from .torch_ops import ForeachOps, at_least_float32
+from .torch_ops import ForeachOps, at_least_float32, is_plain
 
 __all__ = ["FLAT_MAX_NUMEL", "NeedsLeaves", "FlatPlan", "build_plan"]
 
@@ -314,14 +314,14 @@ class Bucket:
 
 
 class FlatPlan(SimpleNamespace):
-    """``groups``: (group, hp, buckets) per param group with gradients; ``key``: what it was built for;
+    """``groups``: (group, buckets) per param group with gradients; ``key``: what it was built for;
     ``unplanned``: the state entries of parameters without a gradient (they keep the global scalars)."""
 
     def step(self, spec: Spec, hyper: Callable[[dict], SimpleNamespace]) -> None:
         """One step of every bucket: the spec's reductions, then every update computed (or its kernel
         compiled) before anything is written. Raises ``NeedsLeaves`` before writing, if it does."""
         work, hypers = [], {}
-        for group, _, buckets in self.groups:
+        for group, buckets in self.groups:
             hp = hyper(group)
             if group["fused"]:  # the numeric hyperparameters as kernel inputs, once per group
                 values = hyper_inputs(spec, hp)[0]
@@ -382,7 +382,7 @@ class FlatPlan(SimpleNamespace):
                 torch._foreach_copy_(others, [source] * len(others))
 
     def buckets(self) -> list[Bucket]:
-        return [b for _, _, buckets in self.groups for b in buckets]
+        return [b for _, buckets in self.groups for b in buckets]
 
     def held_bytes(self) -> int:
         return sum(b.held_bytes for b in self.buckets())
@@ -423,7 +423,7 @@ def build_plan(spec: Spec, state: dict, groups: list[dict], hyper: Callable[[dic
             entry = state.get(p)
             if entry is None or any(n not in entry for n in needed) or p.grad.is_sparse or not p.is_contiguous():
                 return None
-            if type(p.data) is not torch.Tensor or type(p.grad) is not torch.Tensor:  # DTensor (FSDP2) and other subclasses
+            if not (is_plain(p) and is_plain(p.grad)):  # DTensor (FSDP2) and other subclasses
                 return None
             if p.is_complex():  # the reference path raises the error
                 return None
@@ -432,8 +432,8 @@ def build_plan(spec: Spec, state: dict, groups: list[dict], hyper: Callable[[dic
             bucket_key = (p.device, p.dtype, int(entry["step"]))
             keyed.setdefault(bucket_key + ((id(p),) if p.numel() >= FLAT_MAX_NUMEL else ()), []).append(p)
         needs_params = spec.needs_params(hp)
-        planned.append((group, hp, [Bucket(state, b, names, scalar_names, needs_params) for b in keyed.values()]))
-    stepped = {id(p) for _, _, buckets in planned for bucket in buckets for p in bucket.params}
+        planned.append((group, [Bucket(state, b, names, scalar_names, needs_params) for b in keyed.values()]))
+    stepped = {id(p) for _, buckets in planned for bucket in buckets for p in bucket.params}
     unplanned = [entry for p, entry in state.items() if id(p) not in stepped]
     return FlatPlan(groups=planned, key=key, unplanned=unplanned)
 
@@ -621,11 +621,7 @@ def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: lis
     loop.__code__ = loop.__code__.replace(co_name=f"dynopt_{spec.name}_kernel_{len(_KERNELS)}")
     kernel = Kernel(prelude, positions, torch.compile(loop, dynamic=True, fullgraph=True), family)
     example = _scratch_inputs(inputs)
-    try:
-        kernel(example, _scratch(first), example[counts[0] + counts[1]:][:len(names)])
-    except Exception as err:
-        raise RuntimeError(f"fused=True: torch.compile could not compile {spec.name}'s update "
-                           f"({type(err).__name__}: {err}); use fused=False") from err
+    _compile_now(spec, "update", lambda: kernel(example, _scratch(first), example[counts[0] + counts[1]:][:len(names)]))
     _KERNELS[key] = kernel
     return kernel
 
@@ -654,13 +650,18 @@ def compiled_reductions(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs:
 
     traced = _trace(spec, pure, inputs)
     kernel = torch.compile(traced, dynamic=True, fullgraph=True)
-    try:
-        kernel(*_scratch_inputs(inputs))
-    except Exception as err:
-        raise RuntimeError(f"fused=True: torch.compile could not compile {spec.name}'s reductions "
-                           f"({type(err).__name__}: {err}); use fused=False") from err
+    _compile_now(spec, "reductions", lambda: kernel(*_scratch_inputs(inputs)))
     _KERNELS[key] = keys, kernel
     return keys, kernel
+
+
+def _compile_now(spec: Spec, what: str, first_call: Callable[[], Any]) -> None:
+    """Make a new kernel's first call (it compiles) on scratch inputs; a failure names the spec."""
+    try:
+        first_call()
+    except Exception as err:
+        raise RuntimeError(f"fused=True: torch.compile could not compile {spec.name}'s {what} "
+                           f"({type(err).__name__}: {err}); use fused=False") from err
 
 
 def _scratch(x: torch.Tensor) -> torch.Tensor:

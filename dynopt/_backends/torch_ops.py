@@ -6,7 +6,7 @@ import torch
 
 from ..tree import LeafOps
 
-__all__ = ["ForeachOps", "FiniteSumOps", "at_least_float32"]
+__all__ = ["ForeachOps", "FiniteSumOps", "at_least_float32", "is_plain", "unsharded"]
 
 _BINARY = {
     "add": torch._foreach_add,
@@ -86,10 +86,21 @@ class ForeachOps(LeafOps):
         if not x.numel():
             return float("inf")
         low = x.min()
-        return float(low.full_tensor() if hasattr(low, "full_tensor") else low)  # a DTensor: over every shard
+        return float(unsharded(low))  # a DTensor: over every shard
 
     def leaf_ndim(self, x):
         return x.dim()
+
+
+def is_plain(x: torch.Tensor) -> bool:
+    """A dense tensor or Parameter, not a subclass such as DTensor (FSDP2), whose sharding rules do not
+    cover every multi-tensor kernel and which the flat buffers cannot hold."""
+    return type(x) is torch.Tensor or (type(x) is torch.nn.Parameter and type(x.data) is torch.Tensor)
+
+
+def unsharded(x: torch.Tensor) -> torch.Tensor:
+    """The whole value of a DTensor (gathered over its shards); any other tensor as it is."""
+    return x.full_tensor() if hasattr(x, "full_tensor") else x
 
 
 def _signed_parts(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

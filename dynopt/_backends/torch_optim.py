@@ -45,7 +45,7 @@ from ..spec import LR, REGISTRY, Hyper, Spec, one_of
 from ..tree import ZERO, TreeMath
 from .common import bind, caller_module, signature
 from .torch_flat import FlatPlan, NeedsLeaves, build_plan, plan_key
-from .torch_ops import FiniteSumOps, ForeachOps
+from .torch_ops import FiniteSumOps, ForeachOps, is_plain, unsharded
 
 __all__ = ["from_spec", "SpecOptimizer", "ForeachOps", "GUARD"]
 
@@ -70,22 +70,12 @@ def _is_concrete(value: Any) -> bool:
     return not (isinstance(value, torch.Tensor) and value.requires_grad)
 
 
-def _is_plain(x: torch.Tensor) -> bool:
-    """A dense tensor, not a subclass such as DTensor (whose ops the multi-tensor kernels do not all support)."""
-    return type(x) is torch.Tensor or type(x) is torch.nn.Parameter and type(x.data) is torch.Tensor
-
-
 def _copy_all(targets: list[torch.Tensor], values: list[torch.Tensor]) -> None:
-    if all(map(_is_plain, targets)) and all(map(_is_plain, values)):
+    if all(map(is_plain, targets)) and all(map(is_plain, values)):
         torch._foreach_copy_(targets, values)
     else:  # DTensor (FSDP2) has no sharding rule for _foreach_copy_
         for target, value in zip(targets, values):
             target.copy_(value)
-
-
-def _full(x: torch.Tensor) -> torch.Tensor:
-    """A global scalar computed from sharded tensors (a DTensor) as the plain tensor it is stored as."""
-    return x.full_tensor() if hasattr(x, "full_tensor") else x
 
 
 def _validate_options(values: Mapping[str, Any]) -> None:
@@ -321,7 +311,7 @@ class SpecOptimizer(torch.optim.Optimizer):
             for name, value in scalars.items():  # a global scalar keeps its value rather than become non-finite
                 target = self.state[params[0]][name]
                 value = value.to(target.device, target.dtype)
-                value = _full(value)
+                value = unsharded(value)  # a global scalar computed from sharded tensors
                 target.copy_(torch.where(torch.isfinite(value), value, target))
             torch._foreach_add_([self.state[p]["step"] for p in params], 1.0)
 
