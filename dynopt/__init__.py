@@ -6,9 +6,15 @@ a discretization. From it dynopt derives a ``torch.optim.Optimizer`` (``dynopt.t
 ODE flow (``dynopt.ode``). ``import dynopt`` imports neither torch nor jax.
 """
 
+from . import schemes
 from .optimizers import (
                          ZOO,
+                         adadelta,
+                         adagrad,
                          adam,
+                         adamax,
+                         adamw,
+                         asgd,
                          eg,
                          meta_adam,
                          meta_momentum,
@@ -17,15 +23,20 @@ from .optimizers import (
                          meta_sgd,
                          meta_step,
                          momentum,
+                         nadam,
                          nesterov,
                          nesterov_sbc,
+                         radam,
                          rmsprop,
+                         rprop,
                          sgd,
 )
 from .spec import REGISTRY, Hyper, Spec, is_static_zero, register
+from .statement import accumulate, discretize
 
 __version__ = "0.1.0"
 
-__all__ = ["Spec", "Hyper", "REGISTRY", "ZOO", "register", "is_static_zero", "meta_step",
+__all__ = ["Spec", "Hyper", "REGISTRY", "ZOO", "register", "is_static_zero", "meta_step", "discretize", "accumulate", "schemes",
            "sgd", "momentum", "nesterov", "rmsprop", "adam", "eg",
-           "meta_sgd", "meta_momentum", "meta_nesterov", "meta_rmsprop", "meta_adam", "nesterov_sbc"]
+           "meta_sgd", "meta_momentum", "meta_nesterov", "meta_rmsprop", "meta_adam", "nesterov_sbc",
+           "adamw", "radam", "adamax", "adagrad", "adadelta", "rprop", "nadam", "asgd"]

@@ -156,9 +156,9 @@ def flow(
             def hvp(v, theta=theta):
                 return v if v is ZERO else MATH.tree([np.asarray(x, dtype=np.float64) for x in hvp_fn(theta, v.leaves)])
 
-            d_theta, d_state = spec.modified_field(MATH, hp, time, MATH.tree(theta), current, MATH.tree(grads), hvp)
+            d_theta, d_state = spec.modified_field(MATH, hp, time, MATH.tree(grads), MATH.tree(theta), current, hvp)
         else:
-            d_theta, d_state = spec.vector_field(MATH, hp, time, MATH.tree(theta), current, MATH.tree(grads))
+            d_theta, d_state = spec.vector_field(MATH, hp, time, MATH.tree(grads), MATH.tree(theta), current)
         rates = [d_state[f].leaves for f in fields] + [[np.asarray(d_state[n], dtype=np.float64)] for n in scalars]
         return layout.join([d_theta.leaves] + rates)
 

@@ -241,7 +241,7 @@ def fast_averaged_flow():
         hyperparams=(Hyper("lr", 1e-3, "step", nonnegative), Hyper("eps", 1e-8, "ε", nonnegative)),
         state=lambda hp: (),
         update=lambda o, hp, t, g, p, s: (-hp.lr * g / (o.abs(g) + hp.eps), {}),
-        vector_field=lambda o, hp, time, p, s, g: (-g / (o.abs(g) + hp.eps), {}),
+        vector_field=lambda o, hp, time, g, p, s: (-g / (o.abs(g) + hp.eps), {}),
         time_step=lambda hp: hp.lr,
         needs_params=lambda hp: False,
         ode="θ' = −F ⊘ (|F| + ε)", scheme="Euler", hyper_map="h = lr",
@@ -299,7 +299,7 @@ def direction_spec(name, direction):
         hyperparams=(Hyper("lr", 1e-3, "step", nonnegative),),
         state=lambda hp: (),
         update=lambda o, hp, t, g, p, s: (-hp.lr * direction(o, g), {}),
-        vector_field=lambda o, hp, time, p, s, g: (-direction(o, g), {}),
+        vector_field=lambda o, hp, time, g, p, s: (-direction(o, g), {}),
         time_step=lambda hp: hp.lr,
         needs_params=lambda hp: False,
         ode="θ' = −direction(∇L)", scheme="Euler", hyper_map="h = lr",
@@ -377,7 +377,7 @@ def test_sbc_field_at_t0_is_the_limit():
     hp = dynopt.nesterov_sbc.namespace({"lr": 0.04})
     h, f0 = 0.2, sbc_grad([SBC_X0])[0]
     at = lambda t, d: dynopt.nesterov_sbc.vector_field(  # noqa: E731
-        MATH, hp, t, MATH.tree([SBC_X0]), SimpleNamespace(lookahead=MATH.tree([d])), MATH.tree([f0]))
+        MATH, hp, t, MATH.tree([f0]), MATH.tree([SBC_X0]), SimpleNamespace(lookahead=MATH.tree([d])))
     d_theta, rates = at(0.0, np.zeros(2))
     assert np.array_equal(d_theta.leaves[0], np.zeros(2))
     assert np.allclose(rates["lookahead"].leaves[0], -h * f0 / 4)
