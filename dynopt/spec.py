@@ -19,18 +19,23 @@ The signatures:
     ``state`` holds the state trees by name. Returns the increment ``delta`` (θ_new = θ + delta)
     and a dict with the new value of every state variable.
 
-``vector_field(o, hp, time, param, state, grad) -> (d_param, d_state)``
+``vector_field(o, hp, time, grad, param, state) -> (d_param, d_state)``
     The continuous-time dynamics over the same variables (θ and the discrete state), at ODE time
-    ``time``; ``grad`` is ∇L(param).
+    ``time``; ``grad`` is ∇L(param). The arguments come in ``update``'s order.
 
 ``time_step(hp) -> h``
     How much ODE time one discrete step advances: step k sits at ``time = k * h``.
 
-``modified_field(o, hp, time, param, state, grad, hvp) -> (d_param, d_state)`` (optional)
+``modified_field(o, hp, time, grad, param, state, hvp) -> (d_param, d_state)`` (optional)
     The modified equation: the vector field, over the same variables as ``vector_field``, that
     the iterates follow to one order higher in h (backward error analysis). ``hvp(v)`` returns
     the Hessian-of-the-loss-vector product ∇²L(param)·v as a tree (the spec applies ``maximize``
     and weight decay itself). ``dynopt.ode.flow(..., modified=True)`` integrates it.
+
+Most optimizers are not written with these functions by hand: :func:`dynopt.statement.from_statement`
+derives ``update`` and ``vector_field`` from one ODE *statement* and a scheme
+(:mod:`dynopt.schemes`). Only rules that are discrete by nature (the meta step's lagged
+hypergradient, NesterovSBC's k-dependent momentum) write ``update`` themselves.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ __all__ = [
     "Spec",
     "interval",
     "is_static_zero",
+    "scalar_value",
     "nonnegative",
     "REGISTRY",
     "register",
@@ -58,6 +64,31 @@ __all__ = [
 def is_static_zero(value: Any) -> bool:
     """True only for a literal Python zero: safe to skip work without branching on a traced value."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == 0
+
+
+def scalar_value(value: Any, name: str) -> Any:
+    """A numeric hyperparameter as backends use it: an array or tensor of one element (shape (1,), as
+    optax accepts a learning rate) as a 0-dim one; a number, a 0-dim value or a callable as it is.
+    ValueError naming ``name`` for more than one element (a tree operation takes scalars only)."""
+    shape = getattr(value, "shape", None)
+    if shape is None or callable(value) or len(shape) == 0:
+        return value
+    if math.prod(shape) == 1:
+        return value.reshape(())
+    raise ValueError(f"Invalid {name} value: an array of shape {tuple(shape)} (must be a scalar or have exactly 1 element)")
+
+
+_PLAIN = frozenset({float, int, bool, str, type(None)})
+
+
+def _has_dims(value: Any) -> bool:
+    """An array or tensor of at least one dimension, alone or in a tuple (cheap for plain numbers)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return False
+    if kind is tuple or kind is list:
+        return any(map(_has_dims, value))
+    return bool(getattr(value, "shape", None))
 
 
 # ----------------------------------------------------------------------------- validation
@@ -122,7 +153,12 @@ class Hyper:
     ``static`` options are fixed at construction and a spec may branch on them: Python booleans,
     or, with a ``check`` such as :func:`one_of`, any value the check accepts. Numeric ones may be
     traced values in JAX. ``length`` > 0 declares a tuple of that many numbers (``betas``), each
-    checked against ``check``.
+    checked against ``check``. ``ordered`` (with ``length``): a range ``(low, high)`` whose items
+    must not decrease; a reversed one raises ValueError. ``shared``: one value for every torch param
+    group (it drives a global scalar of the spec, e.g. the meta step's scale); the torch backend
+    refuses param groups that set different values. ``keyword_only``: keyword-only in the torch class
+    (torch.optim's signatures put ``maximize`` and some flags after ``*``), so positional calls bind as
+    in torch.optim.
     """
 
     name: str
@@ -132,6 +168,9 @@ class Hyper:
     static: bool = False
     length: int = 0
     label: str = ""
+    ordered: bool = False
+    shared: bool = False
+    keyword_only: bool = False
 
     def message(self, value: Any, reason: str) -> str:
         label = self.label or f"{self.name} value"
@@ -152,6 +191,9 @@ class Hyper:
         else:
             items = (value,)
         for item in items:
+            if callable(item) and self.name != LR:  # backends evaluate a schedule for the learning rate only
+                raise TypeError(self.message(value, "only the learning rate may be a schedule (a callable); "
+                                                    "in optax, optax.inject_hyperparams schedules any hyperparameter"))
             if not is_concrete(item):
                 continue
             try:
@@ -162,6 +204,10 @@ class Hyper:
                 raise ValueError(self.message(value, str(err))) from None
             if self.check is not None and not self.check.test(x):
                 raise ValueError(self.message(value, self.check.rule))
+        if self.ordered and all(map(is_concrete, items)):
+            bounds = [_as_real(item) for item in items]
+            if any(high < low for low, high in zip(bounds, bounds[1:])):
+                raise ValueError(self.message(value, "a range (low, high) must have low <= high"))
 
 
 LR = "lr"
@@ -176,7 +222,11 @@ class Spec:
     ``initial_state(o, hp, param) -> dict``
         The state at step 0 as a function of the parameters (default: zeros).
     ``scalars(hp) -> {name: initial value}``
-        Global scalar state, one value shared by all parameters (a meta-learned step size).
+        Global scalar state, one value shared by all parameters (a meta-learned step size); with
+        ``scalars_per_param``, torch.optim's per-parameter 0-dim state instead (NAdam's ``mu_product``,
+        ASGD's ``eta`` and ``mu``): each torch parameter keeps its own value, the parameters of one
+        bucket (param group, device, dtype, step count) step with one value, nothing is shared across
+        param groups. In optax and NumPy (one set of hyperparameters) it is one value either way.
     ``reductions(o, hp, grad, param, state) -> {name: scalar}``
         Sums over *all* parameters, computed before the step; every backend adds them up over
         everything it steps at once (in torch: all param groups) and passes the totals to
@@ -188,7 +238,7 @@ class Spec:
     ``check_param(o, hp, leaf) -> reason or None``
         Validates one parameter when the optimizer is built (positivity for EG); backends raise
         ``ValueError`` naming the param group and index.
-    ``modified_field(o, hp, time, param, state, grad, hvp) -> (d_param, d_state)``
+    ``modified_field(o, hp, time, grad, param, state, hvp) -> (d_param, d_state)``
         The order-h correction of ``vector_field`` (see the module docstring); None when the
         spec does not state one.
 
@@ -202,6 +252,40 @@ class Spec:
         needs_params: whether ``update`` reads ``param`` for these hyperparameters.
         ode, scheme, hyper_map: one-line formulas for docs and the README table.
         doc: the long docstring (math, conventions, references) of the generated classes.
+        statement: the ODE statement ``update`` and ``vector_field`` were derived from
+            (:mod:`dynopt.statement`), or None for a rule written by hand.
+        discretization: the :mod:`dynopt.schemes` scheme of ``update`` (None when written by hand).
+        gradient_calls: gradients one step needs; above 1, ``update`` takes ``grad_fn=`` (the
+            gradient at a parameter point) and ``staged_update`` is a generator that yields each
+            intermediate parameter point and receives its gradient (torch drives it with the
+            closure, across every param group at once).
+        micro_steps: calls per optimizer step (``dynopt.accumulate``); schedules are evaluated at
+            ``count // micro_steps``.
+        implies: settings this optimizer does not take as hyperparameters but that checkpoints of
+            other optimizers carry (torch.optim's flags), with the value under which they mean this
+            optimizer: ``{"nesterov": False}`` for heavy-ball momentum, ``{"decoupled_weight_decay":
+            False, ...}`` for Adam. The torch backend writes them into its param groups (so
+            torch.optim can load dynopt's state_dict) and refuses a state_dict that sets them
+            otherwise; a state_dict without them (an older checkpoint) takes these values. A mapping
+            or pairs; stored as sorted pairs (the spec stays hashable).
+        counts_steps: whether ``update`` depends on the step number t other than through t > 1
+            (Adam's bias correction does). When False, a checkpoint that holds the state but no
+            step counter (torch.optim.SGD keeps none) resumes as after its first step.
+        sparse_grads: whether a sparse gradient means the same as its dense form here, so the
+            torch backend accepts one (densified), as torch.optim.SGD does; when False it raises
+            RuntimeError, as torch.optim.Adam does.
+        constraints: ``constraints(values) -> (name, reason) or None``, the rules that tie several
+            hyperparameters together (torch.optim.SGD: nesterov needs momentum > 0 and no dampening;
+            Rprop: 0 < etaminus < 1 < etaplus). ``values`` holds every concrete hyperparameter (numbers
+            as floats, tuples of floats; traced ones are left out); a violated rule raises ValueError
+            naming ``name`` and its value.
+        smooth: whether the field is smooth (Lipschitz) in the variables and in time for these
+            hyperparameters; False for a sign, a running maximum or a switch in time (Rprop, Adamax,
+            AMSGrad, RAdam's warm-up), where the classical order of a higher-order scheme does not apply.
+        group_keys: param-group keys that every torch.optim state_dict of this optimizer carries together
+            (hyperparameters or implied flags); a state_dict group that sets some of them and lacks others
+            comes from another optimizer type (RAdam's has ``decoupled_weight_decay`` but no ``amsgrad``,
+            Adam's both), and the torch backend refuses it.
     """
 
     name: str
@@ -222,6 +306,18 @@ class Spec:
     check_param: Callable[..., str | None] | None = None
     effective_lr: Callable[[SimpleNamespace, dict], Any] | None = None
     modified_field: Callable[..., tuple[Any, dict]] | None = None
+    statement: Callable[..., Any] | None = None
+    discretization: Any = None
+    staged_update: Callable[..., Any] | None = None
+    gradient_calls: int = 1
+    micro_steps: int = 1
+    implies: Any = ()
+    counts_steps: Callable[[SimpleNamespace], bool] = field(default=lambda hp: True)
+    sparse_grads: bool = False
+    constraints: Callable[[Mapping[str, Any]], tuple[str, str] | None] | None = None
+    group_keys: tuple[str, ...] = ()
+    scalars_per_param: bool = False
+    smooth: Callable[[SimpleNamespace], bool] = field(default=lambda hp: True)
 
     def __post_init__(self) -> None:
         names = [h.name for h in self.hyperparams]
@@ -234,6 +330,11 @@ class Spec:
                 raise ValueError(f"Spec {self.name!r}: {name!r} is reserved and cannot be a hyperparameter")
         if not self.jax_name:
             object.__setattr__(self, "jax_name", self.name.lower())
+        pairs = self.implies.items() if isinstance(self.implies, Mapping) else self.implies
+        object.__setattr__(self, "implies", tuple(sorted((str(k), v) for k, v in pairs)))
+        clash = [k for k, _ in self.implies if k in names]
+        if clash:
+            raise ValueError(f"Spec {self.name!r}: implies {clash}, which are hyperparameters of this spec")
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -247,6 +348,20 @@ class Spec:
                 raise TypeError(f"{self.name} got an unexpected hyperparameter {name!r}; expected one of {list(known)}")
         for name, value in hp.items():
             known[name].validate(value, is_concrete)
+        if self.constraints is not None:
+            merged = {**self.defaults, **hp}
+            values = {}
+            for name, value in merged.items():
+                items = tuple(value) if known[name].length and isinstance(value, (tuple, list)) else (value,)
+                if known[name].static:
+                    values[name] = value
+                elif all(map(is_concrete, items)) and not any(map(callable, items)):
+                    reals = tuple(_as_real(item) for item in items)
+                    values[name] = reals if known[name].length else reals[0]
+            broken = self.constraints(values)
+            if broken is not None:
+                name, reason = broken
+                raise ValueError(known[name].message(merged[name], reason))
 
     def initial(self, o, hp: SimpleNamespace, param) -> dict:
         """The state variables at step 0 (zeros unless the spec says otherwise)."""
@@ -266,6 +381,22 @@ class Spec:
             reason = self.check_param(o, hp, leaf)
             if reason:
                 raise ValueError(f"{self.name}: invalid {where(index)}: {reason}")
+
+    def scalar_values(self, hp: Mapping[str, Any]) -> dict[str, Any]:
+        """``hp`` with every numeric value, tuple items included, made 0-dim by :func:`scalar_value`."""
+        if not any(map(_has_dims, hp.values())):
+            return dict(hp)  # no array of at least one dimension: the common case, on every step
+        known = {h.name: h for h in self.hyperparams}
+        out = dict(hp)
+        for name, value in hp.items():
+            h = known.get(name)
+            if h is None or h.static:
+                continue
+            if h.length and isinstance(value, (tuple, list)):
+                out[name] = type(value)(scalar_value(v, name) for v in value)
+            else:
+                out[name] = scalar_value(value, name)
+        return out
 
     def namespace(self, hp: Mapping[str, Any]) -> SimpleNamespace:
         """Attribute access to hyperparameters, defaults filled in."""

@@ -11,6 +11,10 @@ to a list comprehension (which XLA fuses under ``jit``).
 
 Multiplying by a literal Python ``0`` gives :data:`ZERO` and adding ``ZERO`` is free, so
 ``weight_decay * param`` costs nothing when ``weight_decay == 0`` (a traced value is never folded).
+``ZERO`` is an exact zero tree of unknown shape, and every operation here takes it: a function of it
+that is not zero is a constant (``o.exp(ZERO)`` is ``1.0``), which broadcasts like any scalar, and
+:func:`settle` turns a spec's outputs into what backends write (``Tree`` or ``ZERO``). A learning
+rate of exactly 0 (a scheduler's last value) folds ``-lr * grad`` into ``ZERO`` this way.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import math
 import numbers
 from typing import Any, Callable, Sequence
 
-__all__ = ["Tree", "ZERO", "LeafOps", "ArrayLeafOps", "FiniteSumArrayOps", "TreeMath"]
+__all__ = ["Tree", "ZERO", "LeafOps", "ArrayLeafOps", "FiniteSumArrayOps", "TreeMath", "as_tree", "settle", "unread",
+           "UnreadParamsError"]
 
 
 def _is_number(x: Any) -> bool:
@@ -53,11 +58,47 @@ class _Zero:
     def __truediv__(self, other):
         return self
 
+    def __rtruediv__(self, other):  # a scalar over a tree of zeros: IEEE division by +0
+        if _is_number(other):
+            return math.nan if other == 0 or math.isnan(other) else math.copysign(math.inf, other)
+        return other / 0.0
+
+    def __pow__(self, exponent):
+        if not _is_number(exponent):
+            return NotImplemented
+        return ZERO if exponent > 0 else 1.0 if exponent == 0 else math.inf
+
     def __neg__(self):
         return self
 
+    __pos__ = __abs__ = __neg__
+
+    def __float__(self) -> float:
+        return 0.0
+
 
 ZERO = _Zero()
+
+
+def as_tree(value: Any, like: "Tree"):
+    """``value`` as a tree shaped like ``like``: a ``Tree`` or ``ZERO`` as it is, a scalar (a
+    constant such as ``o.exp(ZERO)``, or a 0-dim array) broadcast to every leaf, a zero number as ``ZERO``."""
+    if value is ZERO or isinstance(value, Tree):
+        return value
+    if _is_number(value) and value == 0:
+        return ZERO
+    ops = like.ops
+    return Tree(ops.binary("add", ops.zeros_like(like.leaves), value), ops)
+
+
+def settle(delta: Any, new: dict, like: "Tree", state: Any) -> tuple[Any, dict]:
+    """A spec's ``(delta, new_state)`` as backends write it: ``delta`` and every parameter-shaped state
+    value a ``Tree`` or ``ZERO`` (constants broadcast, see :func:`as_tree`), a global scalar that came
+    out as ``ZERO`` the number 0.0. ``like`` is parameter-shaped; ``state`` holds the old state trees."""
+    trees = {name: value for name, value in vars(state).items() if isinstance(value, Tree)}
+    settled = {name: as_tree(value, trees[name]) if name in trees else 0.0 if value is ZERO else value
+               for name, value in new.items()}
+    return as_tree(delta, like), settled
 
 
 class Tree:
@@ -79,7 +120,9 @@ class Tree:
 
     def _binary(self, op: str, other: Any, reflected: bool = False):
         if other is ZERO:
-            return {"add": self, "sub": -self if reflected else self, "mul": ZERO}.get(op, NotImplemented)
+            if op == "div" and not reflected:  # x / 0 elementwise, as the backend divides by 0.0
+                return Tree(self.ops.binary("div", self.leaves, 0.0), self.ops)
+            return {"add": self, "sub": -self if reflected else self, "mul": ZERO, "div": ZERO}.get(op, NotImplemented)
         if isinstance(other, Tree):
             xs, ys = (other.leaves, self.leaves) if reflected else (self.leaves, other.leaves)
             return Tree(self.ops.binary(op, xs, ys), self.ops)
@@ -129,6 +172,34 @@ class Tree:
         raise NotImplementedError("Tree ** n supports n == 2 only; use o.exp/o.log for other powers")
 
 
+class UnreadParamsError(RuntimeError):
+    """A spec read the parameters where its ``needs_params`` said it would not."""
+
+
+class _Unread(Tree):
+    """Stands for the parameters when the spec's ``needs_params`` is False: multiplying it by a literal 0
+    (``weight_decay * param``) gives ``ZERO`` as for any tree, and any use of its values raises."""
+
+    __slots__ = ("spec_name",)
+
+    def __init__(self, ops: "LeafOps", spec_name: str):  # no leaves: it holds none
+        self.ops, self.spec_name = ops, spec_name
+
+    @property
+    def leaves(self):
+        raise UnreadParamsError(
+            f"{self.spec_name}: update read the parameters, but the spec's needs_params is False for these "
+            "hyperparameters; make needs_params return True whenever update reads param")
+
+    def __repr__(self) -> str:
+        return f"Tree(unread parameters of {self.spec_name})"
+
+
+def unread(ops: "LeafOps", spec_name: str) -> Tree:
+    """The parameters as a spec whose ``needs_params`` is False sees them (see :class:`UnreadParamsError`)."""
+    return _Unread(ops, spec_name)
+
+
 class LeafOps:
     """What a backend implements: one operation over a list of leaves.
 
@@ -158,6 +229,10 @@ class LeafOps:
     def is_scalar(self, x) -> bool: ...
 
     def where(self, cond, xs, ys) -> list: ...
+
+    def scalar_where(self, cond, a, b):
+        """``a`` where ``cond`` else ``b`` for two scalars (a global scalar's select)."""
+        return self.where(cond, [a], [b])[0]
 
     def reduce_along(self, op: str, xs, axis) -> list:
         """Per-leaf ``sum``/``max``/``min`` along ``axis`` (None: the whole leaf), keeping dims."""
@@ -192,6 +267,7 @@ class ArrayLeafOps(LeafOps):
             "sign": xp.sign,
             "neg": xp.negative,
             "expm1": xp.expm1,
+            "isfinite": xp.isfinite,
         }
 
     def _f(self, op):
@@ -278,8 +354,11 @@ class TreeMath:
     def _unary(self, op: str, x):
         if isinstance(x, Tree):
             return Tree(self.ops.unary(op, x.leaves), self.ops)
-        if x is ZERO and op in ("neg", "sqrt", "abs", "sign"):
-            return ZERO
+        if x is ZERO:  # f(0) in every entry: a zero stays ZERO, anything else is a constant (exp: 1)
+            if op == "log":
+                return -math.inf
+            value = self._unary(op, 0.0)
+            return ZERO if value == 0 else value
         if _is_number(x):
             return {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "abs": abs, "expm1": math.expm1,
                     "neg": lambda v: -v, "sign": lambda v: float(v > 0) - float(v < 0)}[op](x)
@@ -300,25 +379,41 @@ class TreeMath:
     def sign(self, x):
         return self._unary("sign", x)
 
+    def isfinite(self, x):
+        """Whether a scalar (a number, or a 0-dim array or tensor) is finite; a bool or a device bool."""
+        if x is ZERO:
+            return True
+        if _is_number(x):
+            return math.isfinite(x)
+        return self.ops.scalar("isfinite", x)
+
     def expm1(self, x):
         """exp(x) − 1, accurate for small x."""
         return self._unary("expm1", x)
 
     def clip(self, x, low, high):
-        """A scalar clipped into [low, high]."""
+        """A scalar clipped into [low, high] (``ZERO``: 0 clipped, ``ZERO`` again when that is 0)."""
+        if x is ZERO:
+            if not (_is_number(low) and _is_number(high)):
+                return self.ops.clip(self.ops.sum_all([]), low, high)
+            value = min(max(0.0, low), high)
+            return ZERO if value == 0 else value
         if _is_number(x):
             return min(max(x, low), high)
         return self.ops.clip(x, low, high)
 
+    def _along(self, op: str, x, axis):
+        return ZERO if x is ZERO else Tree(self.ops.reduce_along(op, x.leaves, axis), self.ops)
+
     def sum_along(self, x: Tree, axis) -> Tree:
         """Per-leaf sums along ``axis`` (None: over each whole leaf), broadcastable against ``x``."""
-        return Tree(self.ops.reduce_along("sum", x.leaves, axis), self.ops)
+        return self._along("sum", x, axis)
 
     def max_along(self, x: Tree, axis) -> Tree:
-        return Tree(self.ops.reduce_along("max", x.leaves, axis), self.ops)
+        return self._along("max", x, axis)
 
     def min_along(self, x: Tree, axis) -> Tree:
-        return Tree(self.ops.reduce_along("min", x.leaves, axis), self.ops)
+        return self._along("min", x, axis)
 
     def leaf_min(self, leaf) -> float:
         """The smallest entry of one concrete leaf (for validation, never inside a step)."""
@@ -327,26 +422,61 @@ class TreeMath:
     def leaf_ndim(self, leaf) -> int:
         return self.ops.leaf_ndim(leaf)
 
+    def _extremum(self, op: str, a, b):
+        """Elementwise maximum/minimum of two trees, or of a tree and a scalar (either may be ``ZERO``)."""
+        if isinstance(b, Tree) or (b is ZERO and not isinstance(a, Tree)):
+            a, b = b, a  # both are commutative: a tree, else ZERO, comes first
+        if isinstance(a, Tree):
+            other = b.leaves if isinstance(b, Tree) else 0.0 if b is ZERO else b
+            return Tree(self.ops.binary(op, a.leaves, other), self.ops)
+        if a is ZERO and b is ZERO:
+            return ZERO
+        if a is not ZERO:
+            raise TypeError(f"o.{op} needs a tree (or ZERO) among its arguments, got {type(a).__name__} and {type(b).__name__}")
+        if _is_number(b):  # a constant tree
+            value = max(0.0, b) if op == "maximum" else min(0.0, b)
+            return ZERO if value == 0 else value
+        return self.ops.clip(b, 0.0, math.inf) if op == "maximum" else self.ops.clip(b, -math.inf, 0.0)
+
     def maximum(self, a: Tree, b) -> Tree:
-        return Tree(self.ops.binary("maximum", a.leaves, b.leaves if isinstance(b, Tree) else b), self.ops)
+        return self._extremum("maximum", a, b)
 
     def minimum(self, a: Tree, b) -> Tree:
-        return Tree(self.ops.binary("minimum", a.leaves, b.leaves if isinstance(b, Tree) else b), self.ops)
+        return self._extremum("minimum", a, b)
 
     def where(self, cond, a: Tree, b: Tree) -> Tree:
-        """Per-leaf select on a scalar condition (no Python branch on a traced value)."""
-        return Tree(self.ops.where(cond, a.leaves, b.leaves), self.ops)
+        """Per-leaf select on a scalar condition (no Python branch on a traced value); ``a`` or ``b`` may be
+        ``ZERO`` or a scalar when the other is a tree."""
+        if a is ZERO and b is ZERO:
+            return ZERO
+        like = a if isinstance(a, Tree) else b
+        if not isinstance(like, Tree):
+            raise TypeError(f"o.where needs a tree (or ZERO) among its branches, got {type(a).__name__} and {type(b).__name__}")
+        xs, ys = (as_tree(v, like) for v in (a, b))
+        xs, ys = (self.ops.zeros_like(like.leaves) if v is ZERO else v.leaves for v in (xs, ys))
+        return Tree(self.ops.where(cond, xs, ys), self.ops)
 
     def zeros_like(self, x: Tree) -> Tree:
-        return Tree(self.ops.zeros_like(x.leaves), self.ops)
+        return ZERO if x is ZERO else Tree(self.ops.zeros_like(x.leaves), self.ops)
+
+    def select(self, cond, a, b):
+        """``a`` where ``cond`` else ``b``, for trees or scalars: a Python bool picks in Python; a traced or
+        device bool selects without a branch. Either may be ``ZERO`` (an exact zero, e.g. ``lr * m`` at lr = 0)."""
+        if isinstance(cond, bool):
+            return a if cond else b
+        if a is ZERO and b is ZERO:
+            return ZERO
+        if isinstance(a, Tree) or isinstance(b, Tree):
+            return self.where(cond, a, b)
+        return self.ops.scalar_where(cond, 0.0 if a is ZERO else a, 0.0 if b is ZERO else b)
 
     # tree-wide reductions: one scalar for all parameters together, kept on device
     def sum(self, x: Tree):
-        return self.ops.sum_all(x.leaves)
+        return self.ops.sum_all([] if x is ZERO else x.leaves)
 
     def dot(self, a: Tree, b: Tree):
         if a is ZERO or b is ZERO:
-            return 0.0
+            return self.ops.sum_all([])  # the backend's zero scalar
         return self.ops.dot(a.leaves, b.leaves)
 
     def norm(self, a: Tree):

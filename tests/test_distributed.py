@@ -16,8 +16,8 @@ of a single process.
   (EG's simplex normalization of each leaf, the meta step's global alignment): those sums are
   split over the devices, which may change the order of the additions. The loss is a sum of per-entry
   terms, so the gradients themselves are bit-identical and any difference is the optimizer's.
-  A sharded state also round-trips through ``dynopt.checkpoint``, each leaf placed like the
-  template's.
+  A sharded state also round-trips through orbax-checkpoint, restored into an abstract target
+  (``jax.ShapeDtypeStruct`` leaves that carry the shardings) with each leaf placed as the target says.
 
 Every process is started by the test and bounded in time (a timeout kills it).
 """
@@ -157,14 +157,15 @@ def test_ddp_gives_the_single_process_result(ddp_results, name):
 
 
 JAX_WORKER = """
-import json, sys
+import json, os, sys
 import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
-import dynopt, dynopt.checkpoint, dynopt.jax
+import orbax.checkpoint as ocp
+import dynopt, dynopt.jax
 
 assert len(jax.devices()) == 2, jax.devices()
 mesh = jax.make_mesh((2,), ("x",), axis_types=(jax.sharding.AxisType.Auto,))  # sharding propagated by the compiler
@@ -198,11 +199,14 @@ for name, kw in CONFIGS.items():
     state_sharded = all(
         leaf.sharding.is_equivalent_to(NamedSharding(mesh, specs[k]), leaf.ndim)
         for field in s2._fields[1:] if isinstance(getattr(s2, field), dict) for k, leaf in getattr(s2, field).items())
-    dynopt.checkpoint.save(sys.argv[1] + ".ckpt", s2)
-    template = jax.jit(opt.init)(sharded)
-    restored = dynopt.checkpoint.load(sys.argv[1] + ".ckpt", like=template)
-    round_trip = all(np.array_equal(np.asarray(a), np.asarray(b)) and a.sharding == t.sharding  # placed like the template
-                     for a, b, t in zip(jax.tree.leaves(restored), jax.tree.leaves(s2), jax.tree.leaves(template)))
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.abspath(sys.argv[1] + "." + name), s2)
+    checkpointer.wait_until_finished()
+    template = jax.tree.map(ocp.utils.to_shape_dtype_struct, jax.jit(opt.init)(sharded))  # shapes, dtypes, shardings
+    restored = checkpointer.restore(os.path.abspath(sys.argv[1] + "." + name), template)
+    round_trip = type(restored) is type(s2) and all(  # placed like the target
+        np.array_equal(np.asarray(a), np.asarray(b)) and a.dtype == b.dtype and a.sharding == t.sharding
+        for a, b, t in zip(jax.tree.leaves(restored), jax.tree.leaves(s2), jax.tree.leaves(template)))
     report[name] = {{"params_sharded": kept, "state_sharded": state_sharded, "checkpoint": round_trip}}
     for tag, (p, s) in (("single", finals[0]), ("sharded", finals[1])):
         for i, leaf in enumerate(jax.tree.leaves((p, s))):

@@ -12,8 +12,9 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from ..spec import LR, Spec
+from ..spec import LR, Spec, scalar_value
 from ..tree import ZERO, ArrayLeafOps, FiniteSumArrayOps, TreeMath
+from . import driver
 from .common import bind, signature
 
 __all__ = ["from_spec", "NumpyOptimizer", "MATH"]
@@ -32,33 +33,37 @@ class NumpyOptimizer:
 
     def __init__(self, spec: Spec, hyper: dict[str, Any]):
         spec.validate(hyper, lambda value: not callable(value))  # a schedule lr is checked when called
-        self.spec, self.hyper = spec, dict(hyper)
+        self.spec, self.hyper = spec, spec.scalar_values(hyper)  # a learning rate of shape (1,) as a scalar
         self.hp = spec.namespace(hyper)
         self.fields = spec.state(self.hp)
 
     def init(self, params: Sequence[np.ndarray]) -> OracleState:
         params = [np.asarray(p, dtype=np.float64) for p in params]
         self.spec.check_params(MATH, self.hp, params, lambda i: f"parameter {i}")
-        initial = self.spec.initial(MATH, self.hp, MATH.tree(params))
+        lr = self.hyper[LR]  # a schedule's value at count 0 for a state that starts from the learning rate
+        hp = self.spec.namespace({**self.hyper, LR: scalar_value(lr(0), "lr")}) if callable(lr) else self.hp
+        initial = self.spec.initial(MATH, hp, MATH.tree(params))
         values = {f: initial[f].leaves for f in self.fields}
         return OracleState(0, {**values, **{n: np.float64(v) for n, v in self.spec.scalars(self.hp).items()}})
 
-    def update(self, grads, state: OracleState, params):
+    def update(self, grads, state: OracleState, params, grad_fn=None):
+        """One step; ``grad_fn(params) -> grads`` (lists of arrays) gives the gradient at the intermediate
+        points of a multi-stage scheme (``spec.gradient_calls > 1``)."""
         grads = [np.asarray(g, dtype=np.float64) for g in grads]
         params = [np.asarray(p, dtype=np.float64) for p in params]
-        lr = self.hyper[LR]
-        hp = self.spec.namespace({**self.hyper, LR: lr(state.count) if callable(lr) else lr})
+        hp = driver.hyperparameters(self.spec, self.hyper, state.count, lambda lr: scalar_value(lr, "lr"))
         scalars = self.spec.scalars(hp)
         current = SimpleNamespace(**{f: MATH.tree(state.values[f]) for f in self.fields}, **{n: state.values[n] for n in scalars})
         grad_tree, param_tree = MATH.tree(grads), MATH.tree(params)
-        extra = {}
-        if self.spec.reductions is not None:
-            extra["totals"] = self.spec.reductions(REDUCTIONS, hp, grad_tree, param_tree, current)
-        delta, new = self.spec.update(MATH, hp, state.count + 1, grad_tree, param_tree, current, **extra)
-        updates = [np.zeros_like(g) for g in grads] if delta is ZERO else delta.leaves
+        totals = driver.reductions(self.spec, REDUCTIONS, hp, grad_tree, param_tree, current)
+        tree_grad_fn = None if grad_fn is None else (
+            lambda point: MATH.tree([np.asarray(g, dtype=np.float64) for g in grad_fn(list(point.leaves))]))
+        result = driver.step(self.spec, MATH, hp, state.count + 1, grad_tree, param_tree, current, totals=totals,
+                             grad_fn=tree_grad_fn)
+        new = result.state
+        updates = [np.zeros_like(g) for g in grads] if result.delta is ZERO else result.delta.leaves
         values = {f: [np.zeros_like(g) for g in grads] if new[f] is ZERO else new[f].leaves for f in self.fields}
-        # a global scalar keeps its previous value rather than become non-finite (every backend)
-        values.update({n: np.float64(new[n]) if np.isfinite(new[n]) else state.values[n] for n in scalars})
+        values.update({n: np.float64(new[n]) for n in scalars})
         return updates, OracleState(state.count + 1, values)
 
     def time_step(self) -> float:

@@ -22,6 +22,13 @@ Faults:
   synchronisation and the state keeps its type. Unlike ``optax.apply_if_finite`` it adds no
   wrapper state (no counters), never lets a non-finite step through after a number of
   consecutive failures, and also checks the gradients and the new state, not only the updates.
+
+Sharding: under ``jit`` with sharded arrays the spec's global reductions already span every
+shard. Inside ``shard_map`` or ``pmap``, where each device sees only its own shard of the
+parameters, pass ``axis_name=`` (keyword-only, static; factories of specs with global reductions,
+the meta step) and the sums are ``jax.lax.psum``'d over that axis, so every device adapts the same
+global scalars. Leave it None when every device holds the whole model (data parallelism with
+averaged gradients), or the sums count each parameter once per device.
 """
 
 from __future__ import annotations
@@ -35,13 +42,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..spec import LR, Hyper, Spec
+from ..spec import LR, Hyper, Spec, scalar_value
 from ..tree import ZERO, ArrayLeafOps, FiniteSumArrayOps, TreeMath
+from . import driver
 from .common import bind, caller_module, signature
 
 __all__ = ["from_spec", "GUARD"]
 
 GUARD = "skip_nonfinite"
+AXIS_NAME = "axis_name"
 _GUARD_HYPER = Hyper(GUARD, False, "skip a step whose gradients or new values are not all finite", static=True)
 
 
@@ -55,15 +64,37 @@ def _all_finite(leaves) -> jax.Array:
     return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
 
 
+def _schedule_value(name: str, value: Any) -> Any:
+    try:
+        return scalar_value(value, "learning_rate")
+    except ValueError as err:
+        raise ValueError(f"{name}: the learning_rate schedule returned a value that is not a scalar: {err}") from None
+
+
 def _is_concrete(value: Any) -> bool:
     return not isinstance(value, jax.core.Tracer) and not callable(value)
 
 
 @functools.lru_cache(maxsize=None)
 def _state_type(name: str, fields: tuple[str, ...], module: str) -> type:
+    """The NamedTuple ``<name>State(count, *fields)``, one class per (name, fields, module).
+
+    The class is built at run time (its fields depend on static options, e.g. a centered moving average's
+    ``centered``), so pickle cannot find it by qualified name. Its instances therefore pickle as
+    a call to :func:`_rebuild_state` with ``(name, fields, module)`` and their values: unpickling
+    rebuilds the class through this cache, in this process or a fresh one, and returns an
+    instance of the very class the factory's ``init`` returns, for the zoo and for a spec made
+    anywhere (a test module, ``__main__``) alike. ``copy.deepcopy`` goes the same way.
+    """
     state = NamedTuple(f"{name}State", [("count", Any)] + [(f, Any) for f in fields])
     state.__module__ = module
+    state.__reduce__ = lambda self: (_rebuild_state, (name, fields, module, tuple(self)))
     return state
+
+
+def _rebuild_state(name: str, fields: tuple[str, ...], module: str, values: tuple) -> tuple:
+    """Unpickle a state made by :func:`_state_type` (see there)."""
+    return _state_type(name, tuple(fields), module)(*values)
 
 
 def from_spec(spec: Spec, name: str | None = None) -> Callable[..., optax.GradientTransformationExtraArgs]:
@@ -71,13 +102,19 @@ def from_spec(spec: Spec, name: str | None = None) -> Callable[..., optax.Gradie
     name = name or spec.jax_name
     sig = signature(spec, (), "learning_rate")
     sig = sig.replace(parameters=[*sig.parameters.values(), inspect.Parameter(GUARD, inspect.Parameter.KEYWORD_ONLY, default=False)])
+    if spec.reductions is not None:  # sums over all parameters: psum'd over axis_name when each device holds a shard
+        sig = sig.replace(parameters=[*sig.parameters.values(), inspect.Parameter(AXIS_NAME, inspect.Parameter.KEYWORD_ONLY,
+                                                                                  default=None)])
     module = caller_module()
 
     def factory(*args, **kwargs) -> optax.GradientTransformationExtraArgs:
         hyper = bind(sig, name, args, kwargs)
         learning_rate = hyper.pop("learning_rate")
         guard = hyper.pop(GUARD)
-        spec.validate({LR: learning_rate, **hyper}, _is_concrete)
+        axis_name = hyper.pop(AXIS_NAME, None)
+        spec.validate({LR: learning_rate, **hyper}, _is_concrete)  # the same messages as every backend
+        learning_rate = scalar_value(learning_rate, "learning_rate")  # shape (1,) as optax takes it
+        hyper = spec.scalar_values(hyper)
         _GUARD_HYPER.validate(guard, lambda value: True)
         static_hp = spec.namespace({LR: learning_rate, **hyper})
         fields = spec.state(static_hp)
@@ -87,17 +124,27 @@ def from_spec(spec: Spec, name: str | None = None) -> Callable[..., optax.Gradie
 
         def init_fn(params):
             leaves, treedef = jax.tree.flatten(params)
+            # Values are checked only when known: under jit (tracers) check_param is skipped, nothing is
+            # raised, and the step runs on the entries as they are (README, "Exponentiated gradient").
             if not any(isinstance(x, jax.core.Tracer) for x in leaves):
                 spec.check_params(MATH, static_hp, leaves, lambda i: f"parameter leaf {i}")
-            initial = spec.initial(MATH, static_hp, MATH.tree(leaves))
+            # a schedule's value at count 0 for a state that starts from the learning rate (initial step sizes)
+            start = _schedule_value(name, learning_rate(0)) if callable(learning_rate) else learning_rate
+            initial = spec.initial(MATH, spec.namespace({LR: start, **hyper}), MATH.tree(leaves))
             trees = (treedef.unflatten(initial[f].leaves) for f in fields)
             dtype = jnp.result_type(jnp.float32, *leaves) if leaves else jnp.float32
             values = (jnp.asarray(v, dtype) for v in scalars.values())
             return State(jnp.zeros([], jnp.int32), *trees, *values)
 
-        def update_fn(updates, state, params=None, **extra_args):
+        def update_fn(updates, state, params=None, grad_fn=None, **extra_args):
             del extra_args
             grads, treedef = jax.tree.flatten(updates)
+            if spec.gradient_calls > 1 and (params is None or grad_fn is None):
+                missing = " and ".join(n for n, v in (("params", params), ("grad_fn", grad_fn)) if v is None)
+                raise ValueError(
+                    f"{name}: this scheme takes {spec.gradient_calls} gradients per step; call "
+                    f"update(grads, state, params, grad_fn=grad_fn) with grad_fn(params) -> grads (missing: {missing})"
+                )
             if needs_params and params is None:
                 raise ValueError(
                     f"{name}: this configuration reads the parameters (e.g. weight_decay != 0); "
@@ -105,25 +152,26 @@ def from_spec(spec: Spec, name: str | None = None) -> Callable[..., optax.Gradie
                 )
             leaves = treedef.flatten_up_to(params) if params is not None else [None] * len(grads)
             old = {f: treedef.flatten_up_to(getattr(state, f)) for f in fields}
-            lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
-            hp = spec.namespace({LR: lr, **hyper})
+            hp = driver.hyperparameters(spec, {LR: learning_rate, **hyper}, state.count,
+                                        lambda value: _schedule_value(name, value))  # shape (1,) accepted, larger named
+            tree_grad_fn = None if grad_fn is None else (lambda point: MATH.tree(treedef.flatten_up_to(
+                grad_fn(treedef.unflatten([x.astype(p.dtype) for x, p in zip(point.leaves, leaves)])))))
             current = SimpleNamespace(**{f: MATH.tree(v) for f, v in old.items()}, **{n: getattr(state, n) for n in scalars})
-            grad_tree, param_tree = MATH.tree(grads), MATH.tree(leaves)
-            extra = {}
-            if spec.reductions is not None:
-                reduced = SimpleNamespace(**{f: REDUCTIONS.tree(v) for f, v in old.items()}, **{n: getattr(state, n) for n in scalars})
-                extra["totals"] = spec.reductions(REDUCTIONS, hp, REDUCTIONS.tree(grads), REDUCTIONS.tree(leaves), reduced)
-            delta, new = spec.update(MATH, hp, state.count + 1, grad_tree, param_tree, current, **extra)
+            reduced = SimpleNamespace(**{f: REDUCTIONS.tree(v) for f, v in old.items()}, **{n: getattr(state, n) for n in scalars})
+            totals = driver.reductions(spec, REDUCTIONS, hp, REDUCTIONS.tree(grads), REDUCTIONS.tree(leaves), reduced)
+            if axis_name is not None and totals is not None:  # each device summed its own shard: add up the shards
+                totals = {k: jax.lax.psum(v, axis_name) for k, v in totals.items()}
+            done = driver.step(spec, MATH, hp, state.count + 1, MATH.tree(grads), MATH.tree(leaves), current, totals=totals,
+                               grad_fn=tree_grad_fn)
+            delta, new = done.delta, done.state
             step = [jnp.zeros_like(g) for g in grads] if delta is ZERO else [d.astype(g.dtype) for d, g in zip(delta.leaves, grads)]
             new_state = []
             for f in fields:
                 value = [jnp.zeros_like(x) for x in old[f]] if new[f] is ZERO else new[f].leaves
                 new_state.append(treedef.unflatten([v.astype(x.dtype) for v, x in zip(value, old[f])]))
-            old_scalars = [getattr(state, n) for n in scalars]
-            new_scalars = [jnp.asarray(new[n], old.dtype) for n, old in zip(scalars, old_scalars)]
-            new_scalars = [jnp.where(jnp.isfinite(v), v, old) for v, old in zip(new_scalars, old_scalars)]
+            new_scalars = [jnp.asarray(new[n], getattr(state, n).dtype) for n in scalars]
             result = State(optax.safe_increment(state.count), *new_state, *new_scalars)
-            if guard:
+            if guard:  # the contract's checked values, in the dtypes they are written in
                 ok = _all_finite(grads + step + jax.tree.leaves(result))
                 step = [jnp.where(ok, s, jnp.zeros_like(s)) for s in step]
                 result = jax.tree.map(lambda n, o: jnp.where(ok, n, o), result, state)

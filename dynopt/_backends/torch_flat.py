@@ -44,8 +44,9 @@ from typing import Any, Callable
 import torch
 
 from ..spec import Spec, is_static_zero
-from ..tree import ZERO, TreeMath
-from .torch_ops import ForeachOps, at_least_float32, is_plain
+from ..tree import ZERO, TreeMath, UnreadParamsError, unread
+from . import driver
+from .torch_ops import ForeachOps, at_least_float32, is_plain, real_dtype, real_view
 
 __all__ = ["FLAT_MAX_NUMEL", "NeedsLeaves", "FlatPlan", "build_plan"]
 
@@ -132,10 +133,13 @@ class FlatOps(ForeachOps):
         return [_OUT[op](xs[0], **self._out())]
 
     def sum_all(self, xs):
-        return xs[0].sum()
+        return xs[0].sum() if xs else super().sum_all(xs)
 
     def dot(self, xs, ys):
         return torch.dot(xs[0], ys[0])
+
+    def scalar_where(self, cond, a, b):
+        return torch.where(cond, a, b)  # a 0-dim value: never into a bucket-sized pool buffer
 
     def where(self, cond, xs, ys):
         return [torch.where(cond, xs[0], ys[0], **self._out())]
@@ -167,6 +171,8 @@ class FiniteFlatOps(FlatOps):
         return torch.where(torch.isfinite(sums), sums, 0.0).sum()
 
     def sum_all(self, xs):
+        if not xs:  # the sum of ZERO
+            return super().sum_all(xs)
         (x,) = xs
         return self._finite(x.sum(), lambda: x)
 
@@ -179,28 +185,30 @@ class Bucket:
     """The parameters of one flat bucket, its flat state, gather buffers and pool."""
 
     def __init__(self, state: dict, params: list[torch.Tensor], names: tuple[str, ...], scalar_names: tuple[str, ...],
-                 needs_params: bool):
+                 needs_params: bool, spec_name: str = "the spec"):
         first = params[0]
-        self.params, self.names, self.scalar_names = params, names, scalar_names
-        self.shapes = [p.shape for p in params]
-        self.numel = sum(p.numel() for p in params)
+        self.params, self.names, self.scalar_names, self.spec_name = params, names, scalar_names, spec_name
+        self.complex = first.is_complex()  # stepped as real views (re, im), as torch.optim does; the state stays complex
+        self.shapes = [torch.Size([*p.shape, 2]) if self.complex else p.shape for p in params]
+        self.numel = sum(shape.numel() for shape in self.shapes)
         self.single = len(params) == 1
         self.needs_params = needs_params
         self.count = int(state[first]["step"])
-        self.pool = Pool(self.numel, first.dtype, first.device, self.shapes)
+        dtype = real_dtype(first.dtype)
+        self.pool = Pool(self.numel, dtype, first.device, self.shapes)
         self.math = TreeMath(FlatOps(self.pool))
         self.reductions = TreeMath(FiniteFlatOps(self.pool))
         self.flat: dict[str, torch.Tensor] = {}  # state name -> flat buffer
         for name in names:
             old = [state[p][name] for p in params]
             if self.single:
-                self.flat[name] = old[0].view(-1)
+                self.flat[name] = real_view(old[0]).view(-1)
                 continue
-            flat = torch.empty(self.numel, dtype=first.dtype, device=first.device)
+            flat = torch.empty(self.numel, dtype=dtype, device=first.device)
             views = split_views(flat, self.shapes)
-            torch._foreach_copy_(views, old)
+            torch._foreach_copy_(views, [real_view(x) for x in old])
             for p, view in zip(params, views):
-                state[p][name] = view
+                state[p][name] = torch.view_as_complex(view) if self.complex else view
             self.flat[name] = flat
         self.steps = self._stack(state, "step")
         self.scalars = {name: self._stack(state, name) for name in scalar_names}
@@ -208,10 +216,10 @@ class Bucket:
         self.grad_flat = self.param_flat = self.delta_flat = None
         self.kernel = self.reducer = None  # (signature of the hyperparameter inputs, compiled kernel) once fused
         if not self.single:
-            self.grad_flat = torch.empty(self.numel, dtype=first.dtype, device=first.device)
+            self.grad_flat = torch.empty(self.numel, dtype=dtype, device=first.device)
             self.grad_views = split_views(self.grad_flat, self.shapes)
             if needs_params:
-                self.param_flat = torch.empty(self.numel, dtype=first.dtype, device=first.device)
+                self.param_flat = torch.empty(self.numel, dtype=dtype, device=first.device)
                 self.param_views = split_views(self.param_flat, self.shapes)
 
     def _stack(self, state: dict, name: str) -> torch.Tensor:
@@ -238,31 +246,36 @@ class Bucket:
         """Flat gradient and (when the spec reads it) flat parameter of this bucket."""
         if self.single:
             (p,) = self.params
-            return p.grad.reshape(-1), (p.detach().view(-1) if self.needs_params else None)
-        torch._foreach_copy_(self.grad_views, [p.grad for p in self.params])
+            return real_view(p.grad).reshape(-1), (real_view(p.detach()).view(-1) if self.needs_params else None)
+        torch._foreach_copy_(self.grad_views, [real_view(p.grad) for p in self.params] if self.complex
+                             else [p.grad for p in self.params])
         if self.needs_params:
-            torch._foreach_copy_(self.param_views, self.params)
+            torch._foreach_copy_(self.param_views, self.values())
         return self.grad_flat, self.param_flat
+
+    def values(self) -> list[torch.Tensor]:
+        """The parameters as the spec sees them and the step writes them (complex ones as real views)."""
+        return [real_view(p.detach()) for p in self.params] if self.complex else self.params
 
     def trees(self, math: TreeMath, grad, param):
         state = SimpleNamespace(**{n: math.tree([self.flat[n]]) for n in self.names},
                                 **{n: s if self.single else s[0] for n, s in self.scalars.items()})
-        # a spec that does not read the parameter (needs_params False) multiplies it by a literal 0
-        return math.tree([grad]), math.tree([grad if param is None else param]), state
+        # a spec that does not read the parameter (needs_params False) may only multiply it by a literal 0
+        return math.tree([grad]), math.tree([param]) if param is not None else unread(math.ops, self.spec_name), state
 
     def delta_buffer(self) -> torch.Tensor:
         """A flat buffer for a compiled kernel's step (gathered buckets), with ``delta_views``."""
         if self.delta_flat is None:
             first = self.params[0]
-            self.delta_flat = torch.empty(self.numel, dtype=first.dtype, device=first.device)
+            self.delta_flat = torch.empty(self.numel, dtype=real_dtype(first.dtype), device=first.device)
             self.delta_views = split_views(self.delta_flat, self.shapes)
         return self.delta_flat
 
     def add_delta(self, delta: torch.Tensor) -> None:
         if self.single:
-            self.params[0].add_(delta.view(self.shapes[0]))
+            self.values()[0].add_(delta.view(self.shapes[0]))
         else:
-            torch._foreach_add_(self.params, self.pool.views(delta))
+            torch._foreach_add_(self.values(), self.pool.views(delta))
 
     def commit(self, delta, new: dict[str, Any]) -> None:
         """Write an eager result: the parameter step, the state buffers, the global scalars, the counters."""
@@ -300,26 +313,72 @@ class Bucket:
         return dict(zip(names, sums))
 
     def run_kernel(self, kernel: "Kernel", inputs: list, hoisted: list) -> None:
-        target = self.params[0].detach().view(-1) if self.single else self.delta_buffer()
+        target = real_view(self.params[0].detach()).view(-1) if self.single else self.delta_buffer()
         new_scalars = kernel(inputs, target, [self.flat[n] for n in self.names], hoisted)
         if not self.single:
-            torch._foreach_add_(self.params, self.delta_views)
+            torch._foreach_add_(self.values(), self.delta_views)
         self.commit_scalars(dict(zip(self.scalar_names, new_scalars)))
 
     def commit_scalars(self, new: dict[str, Any]) -> None:
-        """Global scalars keep their value rather than become non-finite (the plan advances the counters)."""
+        """Write the global scalars (already finite-or-previous: the driver's contract); the plan advances the counters."""
         for name, flat in self.scalars.items():
-            value = torch.as_tensor(new[name]).to(flat.device, flat.dtype)
-            flat.copy_(torch.where(torch.isfinite(value), value, flat))
+            flat.copy_(torch.as_tensor(new[name]).to(flat.device, flat.dtype))
+
+
+def _staged(spec: Spec, work: list, totals: dict | None, closure: Callable[[], Any]) -> list:
+    """A multi-stage scheme on flat buckets: at each stage every bucket's parameters are set to its stage
+    point, the closure runs once, and each bucket's staged update receives its gathered gradient. The
+    parameters are restored before the results (``(group, bucket, None, (delta, new))``) are committed."""
+    steppers, starts, results = [], [], {}
+    for _group, hp, bucket, grad, _ in work:
+        start = torch.cat([v.detach().reshape(-1) for v in bucket.values()])  # θ_n, also the spec's parameter
+        starts.append(start)
+        grads, param, state = bucket.trees(bucket.math, grad.clone(), start)
+        extra = {} if totals is None else {"totals": totals}
+        steppers.append((grads, state, spec.staged_update(bucket.math, hp, bucket.count + 1, grads, param, state, **extra)))
+    pending = {}
+
+    def advance(index, value=None):
+        try:
+            stepper = steppers[index][2]
+            pending[index] = next(stepper) if value is None else stepper.send(value)
+        except StopIteration as done:
+            pending.pop(index, None)
+            results[index] = done.value
+
+    try:
+        for index in range(len(work)):
+            advance(index)
+        while pending:
+            for index, point in pending.items():
+                bucket = work[index][2]
+                torch._foreach_copy_(bucket.values(), split_views(point.leaves[0], bucket.shapes))
+            with torch.enable_grad():
+                closure()
+            for index in list(pending):
+                bucket = work[index][2]
+                advance(index, bucket.math.tree([bucket.gather()[0].clone()]))
+    finally:
+        for (_, _, bucket, _, _), start in zip(work, starts):
+            torch._foreach_copy_(bucket.values(), split_views(start, bucket.shapes))
+    prepared = []
+    for index, (group, hp, bucket, _, _) in enumerate(work):
+        grads, state, _ = steppers[index]
+        done = driver.finish(spec, bucket.math, hp, grads, state, *results[index])
+        prepared.append((group, bucket, None, (done.delta, done.state)))
+    return prepared
 
 
 class FlatPlan(SimpleNamespace):
     """``groups``: (group, buckets) per param group with gradients; ``key``: what it was built for;
     ``unplanned``: the state entries of parameters without a gradient (they keep the global scalars)."""
 
-    def step(self, spec: Spec, hyper: Callable[[dict], SimpleNamespace]) -> None:
+    def step(self, spec: Spec, hyper: Callable[[dict], SimpleNamespace],
+             all_reduce: Callable[[dict], dict] | None = None, closure: Callable[[], Any] | None = None) -> None:
         """One step of every bucket: the spec's reductions, then every update computed (or its kernel
-        compiled) before anything is written. Raises ``NeedsLeaves`` before writing, if it does."""
+        compiled) before anything is written. Raises ``NeedsLeaves`` before writing, if it does.
+        ``all_reduce``: applied to the reductions' totals over all buckets (sums over other ranks' shards).
+        ``closure``: re-evaluates the gradients at a stage point of a multi-stage scheme."""
         work, hypers = [], {}
         for group, buckets in self.groups:
             hp = hyper(group)
@@ -337,8 +396,12 @@ class FlatPlan(SimpleNamespace):
                     parts = spec.reductions(math, hp, *bucket.trees(math, grad, param))
                 for key, value in parts.items():
                     totals[key] = value if key not in totals else totals[key] + value.to(totals[key].device)
-        extra = {} if totals is None else {"totals": totals}
+            if all_reduce is not None:
+                totals = all_reduce(totals)
         prepared, steps = [], {}
+        if spec.gradient_calls > 1:  # stages need the closure between them: eager, every bucket in lockstep
+            prepared = _staged(spec, work, totals, closure)
+            work = []
         for group, hp, bucket, grad, param in work:
             if group["fused"]:
                 values, signature = hypers[id(group)]
@@ -349,8 +412,9 @@ class FlatPlan(SimpleNamespace):
                     bucket.kernel = signature, compiled_kernel(spec, hp, bucket, inputs, tuple(sorted(totals or {})))
                 prepared.append((group, bucket, bucket.kernel[1], inputs))
             else:
-                prepared.append((group, bucket, None, spec.update(bucket.math, hp, bucket.count + 1,
-                                                                  *bucket.trees(bucket.math, grad, param), **extra)))
+                trees = bucket.trees(bucket.math, grad, param)  # (grad, param, state)
+                done = driver.step(spec, bucket.math, hp, bucket.count + 1, *trees, totals=totals)
+                prepared.append((group, bucket, None, (done.delta, done.state)))
         hoisted: dict[tuple, list] = {}  # the prelude of a kernel family is the same for a group and count
         for group, bucket, kernel, payload in prepared:
             if kernel is None:
@@ -425,14 +489,12 @@ def build_plan(spec: Spec, state: dict, groups: list[dict], hyper: Callable[[dic
                 return None
             if not (is_plain(p) and is_plain(p.grad)):  # DTensor (FSDP2) and other subclasses
                 return None
-            if p.is_complex():  # the reference path raises the error
-                return None
             if any(entry[n].shape != p.shape or entry[n].dtype != p.dtype or entry[n].device != p.device for n in names):
                 return None
             bucket_key = (p.device, p.dtype, int(entry["step"]))
             keyed.setdefault(bucket_key + ((id(p),) if p.numel() >= FLAT_MAX_NUMEL else ()), []).append(p)
         needs_params = spec.needs_params(hp)
-        planned.append((group, [Bucket(state, b, names, scalar_names, needs_params) for b in keyed.values()]))
+        planned.append((group, [Bucket(state, b, names, scalar_names, needs_params, spec.name) for b in keyed.values()]))
     stepped = {id(p) for _, buckets in planned for bucket in buckets for p in bucket.params}
     unplanned = [entry for p, entry in state.items() if id(p) not in stepped]
     return FlatPlan(groups=planned, key=key, unplanned=unplanned)
@@ -562,6 +624,22 @@ class Kernel:
 _KERNELS: dict[tuple, Any] = {}  # compiled updates (Kernel) and reductions ((names, kernel)), per process
 
 
+class _Same:
+    """A cache key that is equal only for the very same object and keeps it alive: an ``id()`` alone
+    could be reused by a new spec once the old one is garbage, and find the old one's kernel."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+
 def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: list, total_names: tuple[str, ...]) -> Kernel:
     """The compiled in-place update of ``bucket`` (cached per spec, static structure, dtypes and
     bucket kind). The first call of a new kernel compiles it on small scratch tensors, so a failure
@@ -569,7 +647,7 @@ def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: lis
     _, layout = hyper_inputs(spec, hp)
     names, scalar_names = bucket.names, bucket.scalar_names
     first = bucket.params[0]
-    family = (id(spec), _static_structure(spec, hp), first.device.type, bucket.needs_params, names, scalar_names,
+    family = (_Same(spec), _static_structure(spec, hp), first.device.type, bucket.needs_params, names, scalar_names,
               total_names, tuple(map(_signature, inputs)))
     key = (*family, bucket.single)
     kernel = _KERNELS.get(key)
@@ -583,10 +661,11 @@ def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: lis
         grad, param, states, scalars, (t,), rest = _unflatten(flat, counts)
         hypers, totals = rest[:len(rest) - len(total_names)], rest[len(rest) - len(total_names):]
         grad = grad[0]
-        param = param[0] if param else grad  # a spec that does not read it multiplies it by a literal 0
+        param = math.tree(param) if param else unread(math.ops, spec.name)  # needs_params False: only 0 * param
         state = SimpleNamespace(**{n: math.tree([x]) for n, x in zip(names, states)}, **dict(zip(scalar_names, scalars)))
-        extra = {"totals": dict(zip(total_names, totals))} if total_names else {}
-        delta, new = spec.update(math, _rebuild(spec, layout, hypers), t, math.tree([grad]), math.tree([param]), state, **extra)
+        done = driver.step(spec, math, _rebuild(spec, layout, hypers), t, math.tree([grad]), param, state,
+                           totals=dict(zip(total_names, totals)) if total_names else None)
+        delta, new = done.delta, done.state
         outputs["delta"] = delta is not ZERO
         outputs["states"] = ["zero" if new[n] is ZERO else "same" if new[n] is getattr(state, n) else "new" for n in names]
         result = [delta.leaves[0]] if delta is not ZERO else []
@@ -621,7 +700,8 @@ def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: lis
     loop.__code__ = loop.__code__.replace(co_name=f"dynopt_{spec.name}_kernel_{len(_KERNELS)}")
     kernel = Kernel(prelude, positions, torch.compile(loop, dynamic=True, fullgraph=True), family)
     example = _scratch_inputs(inputs)
-    _compile_now(spec, "update", lambda: kernel(example, _scratch(first), example[counts[0] + counts[1]:][:len(names)]))
+    _compile_now(spec, "update", lambda: kernel(example, _scratch(real_view(first.detach())),
+                                                 example[counts[0] + counts[1]:][:len(names)]))
     _KERNELS[key] = kernel
     return kernel
 
@@ -631,7 +711,7 @@ def compiled_reductions(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs:
     ``kernel(*inputs)`` the list of raw sums in the order of ``names`` (cached like the update)."""
     _, layout = hyper_inputs(spec, hp)
     names, scalar_names = bucket.names, bucket.scalar_names
-    key = ("reductions", id(spec), _static_structure(spec, hp), bucket.params[0].device.type, bucket.needs_params,
+    key = ("reductions", _Same(spec), _static_structure(spec, hp), bucket.params[0].device.type, bucket.needs_params,
            names, scalar_names, tuple(map(_signature, inputs)))
     found = _KERNELS.get(key)
     if found is not None:
@@ -644,7 +724,8 @@ def compiled_reductions(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs:
         grad, param, states, scalars, hypers = _unflatten(flat, counts)
         state = SimpleNamespace(**{n: math.tree([x]) for n, x in zip(names, states)}, **dict(zip(scalar_names, scalars)))
         grad = math.tree(grad)
-        sums = spec.reductions(math, _rebuild(spec, layout, hypers), grad, math.tree(param) if param else grad, state)
+        sums = spec.reductions(math, _rebuild(spec, layout, hypers), grad,
+                               math.tree(param) if param else unread(math.ops, spec.name), state)
         keys.extend(sorted(sums))
         return [torch.as_tensor(sums[k]) for k in keys]
 
@@ -679,7 +760,7 @@ def _trace(spec: Spec, fn: Callable, inputs: list) -> torch.fx.GraphModule:
 
     try:
         return make_fx(fn, tracing_mode="symbolic")(*_scratch_inputs(inputs))
-    except NeedsLeaves:
+    except (NeedsLeaves, UnreadParamsError):
         raise
     except Exception as err:  # a Python branch on a numeric value, or an op with no symbolic-size rule
         raise RuntimeError(f"fused=True: could not trace {spec.name}'s step into a graph: {err}") from err

@@ -6,7 +6,7 @@ import torch
 
 from ..tree import LeafOps
 
-__all__ = ["ForeachOps", "FiniteSumOps", "at_least_float32", "is_plain", "unsharded"]
+__all__ = ["ForeachOps", "FiniteSumOps", "at_least_float32", "is_plain", "unsharded", "real_view", "real_dtype"]
 
 _BINARY = {
     "add": torch._foreach_add,
@@ -26,7 +26,7 @@ _UNARY = {
     "expm1": torch._foreach_expm1,
 }
 _SCALAR = {"sqrt": torch.sqrt, "exp": torch.exp, "log": torch.log, "abs": torch.abs, "sign": torch.sign,
-           "neg": torch.neg, "expm1": torch.expm1}
+           "neg": torch.neg, "expm1": torch.expm1, "isfinite": torch.isfinite}
 _REDUCE = {"sum": torch.sum, "max": torch.amax, "min": torch.amin}
 
 
@@ -83,7 +83,7 @@ class ForeachOps(LeafOps):
         return torch.clamp(s, low, high)
 
     def leaf_min(self, x):
-        if not x.numel():
+        if not x.numel() or x.is_meta:  # a meta tensor has no values to check (and no .item())
             return float("inf")
         low = x.min()
         return float(unsharded(low))  # a DTensor: over every shard
@@ -96,6 +96,17 @@ def is_plain(x: torch.Tensor) -> bool:
     """A dense tensor or Parameter, not a subclass such as DTensor (FSDP2), whose sharding rules do not
     cover every multi-tensor kernel and which the flat buffers cannot hold."""
     return type(x) is torch.Tensor or (type(x) is torch.nn.Parameter and type(x.data) is torch.Tensor)
+
+
+def real_view(x: torch.Tensor) -> torch.Tensor:
+    """A complex tensor as the real tensor of its (re, im) pairs, ``torch.view_as_real`` (a view: writing it
+    writes ``x``), as torch.optim steps complex parameters; any other tensor as it is."""
+    return torch.view_as_real(x) if x.is_complex() else x
+
+
+def real_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of ``real_view`` of a tensor of ``dtype``."""
+    return dtype.to_real() if dtype.is_complex else dtype
 
 
 def unsharded(x: torch.Tensor) -> torch.Tensor:

@@ -36,16 +36,18 @@ Faults:
 from __future__ import annotations
 
 import inspect
+import logging
 from types import SimpleNamespace
 from typing import Any, ClassVar, Mapping, NamedTuple
 
 import torch
 
-from ..spec import LR, REGISTRY, Hyper, Spec, one_of
-from ..tree import ZERO, TreeMath
+from ..spec import LR, REGISTRY, Check, Hyper, Spec, one_of
+from ..tree import ZERO, TreeMath, unread
+from . import driver
 from .common import bind, caller_module, signature
 from .torch_flat import FlatPlan, NeedsLeaves, build_plan, plan_key
-from .torch_ops import FiniteSumOps, ForeachOps, is_plain, unsharded
+from .torch_ops import FiniteSumOps, ForeachOps, is_plain, real_dtype, real_view, unsharded
 
 __all__ = ["from_spec", "SpecOptimizer", "ForeachOps", "GUARD"]
 
@@ -56,7 +58,18 @@ OPTIONS = (  # keyword-only execution options, stored in defaults and param grou
           static=True),
     Hyper("fused", None, "True: compile the bucket update into one in-place kernel with torch.compile (needs flat); "
           "None (torch's default) or False: do not", one_of(None, False, True), static=True),
+    # torch.optim's implementation switches, accepted so that a torch.optim call runs unchanged
+    Hyper("foreach", None, "torch.optim's per-tensor/multi-tensor switch: accepted, no effect (every dynopt path "
+          "computes the same numbers)", one_of(None, False, True), static=True),
+    Hyper("capturable", False, "torch.optim's CUDA-graph switch: only False", Check(
+        lambda value: value is False, "only False: dynopt keeps step counters on the CPU and does not support CUDA-graph "
+        "capture"), static=True),
+    Hyper("differentiable", False, "torch.optim's autograd-through-the-step switch: only False", Check(
+        lambda value: value is False, "only False: dynopt's step runs under torch.no_grad and cannot be differentiated"),
+        static=True),
 )
+
+_LOG = logging.getLogger("dynopt.torch")  # DEBUG: which path each step took and why a flat plan was rebuilt
 
 MATH = TreeMath(ForeachOps())
 REDUCTIONS = TreeMath(FiniteSumOps())
@@ -112,6 +125,7 @@ class SpecOptimizer(torch.optim.Optimizer):
         hyper = bind(type(self).__init__.__signature__, type(self).__name__, (self, params) + args, kwargs)
         del hyper["self"], hyper["params"]
         options = {o.name: hyper.pop(o.name, o.default) for o in OPTIONS}
+        self._shard_group = _check_shard_group(hyper.pop(SHARD_GROUP, None))
         self.spec.validate(hyper, _is_concrete)
         _validate_options(options)
         _check_tuples(self.spec, hyper)
@@ -129,13 +143,17 @@ class SpecOptimizer(torch.optim.Optimizer):
         self.spec.validate({h.name: merged[h.name] for h in self.spec.hyperparams}, _is_concrete)
         _validate_options(merged)
         _check_tuples(self.spec, merged)
+        _check_implied(self, param_group, f"{type(self).__name__}: param group {len(self.param_groups)}")
+        _check_shared(self, merged, len(self.param_groups))
         super().add_param_group(param_group)
         self._flat = None
         index = len(self.param_groups) - 1
         group = self.param_groups[index]
+        for name, value in self.spec.implies:  # torch.optim's flags for this meaning: torch.optim can load the state_dict
+            group.setdefault(name, value)
         try:
             with torch.no_grad():
-                self.spec.check_params(MATH, self._hyper(group), group["params"],
+                self.spec.check_params(MATH, self._hyper(group), [real_view(p) for p in group["params"]],
                                        lambda i: f"parameter {i} of param group {index}")
         except ValueError:
             self.param_groups.pop()
@@ -152,7 +170,8 @@ class SpecOptimizer(torch.optim.Optimizer):
                 entry["step"] = torch.tensor(float(entry["step"]), dtype=_scalar_dtype())
 
     def _hyper(self, group: dict[str, Any]) -> SimpleNamespace:
-        return self.spec.namespace({h.name: group[h.name] for h in self.spec.hyperparams})
+        """The group's hyperparameters as the spec sees them (a tensor of shape (1,) as a 0-dim one, as torch.optim takes it)."""
+        return self.spec.namespace(self.spec.scalar_values({h.name: group[h.name] for h in self.spec.hyperparams}))
 
     def _scalar_names(self) -> set[str]:
         return {name for group in self.param_groups for name in self.spec.scalars(self._hyper(group))}
@@ -170,23 +189,34 @@ class SpecOptimizer(torch.optim.Optimizer):
     def step(self, closure=None):
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = None
+        if self.spec.gradient_calls > 1 and closure is None:
+            raise ValueError(f"{type(self).__name__} takes {self.spec.gradient_calls} gradients per step (scheme "
+                             f"{getattr(self.spec.discretization, 'name', '?')}): call step(closure), with a closure that "
+                             "zeroes the gradients, computes the loss, calls backward() and returns the loss")
+        if len(self.param_groups) > 1:
+            for index, group in enumerate(self.param_groups[1:], 1):
+                _check_shared(self, group, index)
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        plan = self._flat_plan()  # its buckets hold no sparse gradient and no complex parameter
-        if plan is not None:
-            self._flat_step(plan)
+        plan = self._flat_plan()  # its buckets hold no sparse gradient
+        if plan is not None and self._flat_step(plan, closure):
+            self.execution = SimpleNamespace(path="fused" if any(g["fused"] for g in self.param_groups) else "flat",
+                                             reason="")
             return loss
+        self.execution = SimpleNamespace(path="reference", reason=getattr(self, "_reference_reason", ""))
+        _LOG.debug("%s: reference path (%s)", type(self).__name__, self.execution.reason)
         with_grads = [(group, self._params_with_grad(index, group)) for index, group in enumerate(self.param_groups)]
         self._flat = None  # the reference path advances step counters a plan keeps as Python ints
         created: list[tuple[torch.Tensor, bool, set[str]]] = []
         try:
             buckets = [bucket for group, params in with_grads for bucket in self._plan(group, params, created)]
             totals = self._totals(buckets) if self.spec.reductions is not None else None
-            computed = [self._compute(bucket, totals) for bucket in buckets]
+            staged = self._run_stages(buckets, totals, closure) if self.spec.gradient_calls > 1 else [None] * len(buckets)
+            computed = [self._compute(bucket, totals, result) for bucket, result in zip(buckets, staged)]
             skip = False
             if any(bucket.guard for bucket in buckets):
-                checked = [p.grad for bucket in buckets for p in bucket.params]
+                checked = [g for bucket in buckets if not bucket.guard for g in bucket.grads]  # any gradient of the step
                 checked += [x for bucket, (_, written) in zip(buckets, computed) if bucket.guard for x in written]
                 skip = not bool(_all_finite(checked))  # the one host read of a guarded step
         except BaseException:
@@ -198,37 +228,57 @@ class SpecOptimizer(torch.optim.Optimizer):
         for bucket, (commit, _) in zip(buckets, computed):
             if not (skip and bucket.guard):
                 commit()
-        if committed:
+        if committed and not self.spec.scalars_per_param:
             self._share_scalars(committed[0].params[0])
         return loss
 
     def _flat_plan(self) -> FlatPlan | None:
         """The cached flat plan, rebuilt when what it was built for changed; None: run the reference path."""
         groups = self.param_groups
-        if getattr(self, "_needs_leaves", False) or any(g[GUARD] or not g["flat"] for g in groups):
+        reason = ("the spec reduces inside a parameter" if getattr(self, "_needs_leaves", False)
+                  else "skip_nonfinite=True" if any(g[GUARD] for g in groups)
+                  else "flat=False" if any(not g["flat"] for g in groups) else None)
+        if reason:
+            self._reference_reason = reason
             return None
         key = plan_key(self.spec, groups, self._hyper, ("fused",))
         plan = getattr(self, "_flat", None)
-        if plan is None or plan.key != key or not all(b.intact() for b in plan.buckets()):
+        rebuild = ("no plan yet" if plan is None else "param groups, hyperparameters' structure or gradients changed"
+                   if plan.key != key else "state entries replaced" if not all(b.intact() for b in plan.buckets()) else None)
+        if rebuild:
+            _LOG.debug("%s: flat plan (re)built: %s", type(self).__name__, rebuild)
             plan = self._flat = build_plan(self.spec, self.state, groups, self._hyper, key)
+            if plan is None:
+                self._reference_reason = ("a parameter without state yet (its first step), a sparse gradient, a "
+                                          "non-contiguous or sharded parameter, or state of another shape")
         return plan
 
-    def _flat_step(self, plan: FlatPlan) -> None:
+    def _flat_step(self, plan: FlatPlan, closure=None) -> bool:
+        """Step on the flat plan; False (nothing written) when this step must take the reference path.
+
+        The caller, ``step``, then continues on the reference path itself: calling ``self.step()``
+        again would run the step hooks (and a hook that rescales gradients) twice."""
         try:
-            plan.step(self.spec, self._hyper)
+            plan.step(self.spec, self._hyper, self._all_reduce, closure)
         except NeedsLeaves:  # the spec reduces inside a leaf: this optimizer always takes the reference path
             self._needs_leaves, self._flat = True, None
-            self.step()
-            return
-        plan.share_scalars()
+            self._reference_reason = "the spec reduces inside a parameter"
+            return False
+        if not self.spec.scalars_per_param:
+            plan.share_scalars()
+        return True
 
     def _params_with_grad(self, index: int, group: dict[str, Any]) -> list[torch.Tensor]:
-        """The params that have a gradient; unsupported ones raise before anything is mutated."""
+        """The params that have a gradient; unsupported ones raise before anything is mutated.
+
+        A sparse gradient is stepped in its dense form where the spec says that means the same
+        (``Spec.sparse_grads``); elsewhere it raises RuntimeError, the exception torch.optim raises for
+        sparse gradients it does not take. Complex parameters are stepped as real views, as in torch.optim."""
         for i, p in enumerate(group["params"]):
-            if p.grad is not None and p.grad.is_sparse:
-                raise TypeError(f"{type(self).__name__} does not support sparse gradients (param group {index}, parameter {i})")
-            if p.grad is not None and p.is_complex():
-                raise TypeError(f"{type(self).__name__} does not support complex parameters (param group {index}, parameter {i})")
+            if p.grad is not None and p.grad.is_sparse and not self.spec.sparse_grads:
+                accepting = [s.name for s in REGISTRY.values() if s.sparse_grads]
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients (param group {index}, "
+                                   f"parameter {i}); these optimizers do: {', '.join(accepting)}")
         return [p for p in group["params"] if p.grad is not None]
 
     def _plan(self, group: dict[str, Any], params: list[torch.Tensor], created: list) -> list[_Bucket]:
@@ -237,7 +287,7 @@ class SpecOptimizer(torch.optim.Optimizer):
         names = self.spec.state(hp)
         fresh = [p for p in params if p not in self.state or any(n not in self.state[p] for n in ("step", *names))]
         if fresh:
-            initial = self.spec.initial(MATH, hp, MATH.tree(fresh))
+            initial = self.spec.initial(MATH, hp, MATH.tree([real_view(p) for p in fresh]))
             shared = self.global_scalars()
             for i, p in enumerate(fresh):
                 existed = p in self.state
@@ -245,11 +295,13 @@ class SpecOptimizer(torch.optim.Optimizer):
                 before = set(state)
                 state.setdefault("step", torch.tensor(0.0, dtype=_scalar_dtype()))
                 for name in names:
-                    if name not in state:
-                        state[name] = initial[name].leaves[i].clone(memory_format=torch.preserve_format)
+                    if name not in state:  # a complex parameter's state is complex, as in torch.optim
+                        value = initial[name].leaves[i]
+                        state[name] = (torch.view_as_complex(value.contiguous().clone()) if p.is_complex()
+                                       else value.clone(memory_format=torch.preserve_format))
                 for name, value in self.spec.scalars(hp).items():
-                    dtype = torch.promote_types(p.dtype, torch.float32)
-                    state.setdefault(name, shared[name].to(p.device, dtype) if name in shared
+                    dtype = torch.promote_types(real_dtype(p.dtype), torch.float32)
+                    state.setdefault(name, shared[name].to(p.device, dtype) if name in shared and not self.spec.scalars_per_param
                                      else torch.tensor(value, dtype=dtype, device=p.device))
                 created.append((p, existed, set(state) - before))
         # one read of all step counters (CPU tensors, as in torch.optim), not one per parameter
@@ -258,7 +310,8 @@ class SpecOptimizer(torch.optim.Optimizer):
         for p, count in zip(params, counts):
             buckets.setdefault((p.device, p.dtype, count), []).append(p)
         guard = bool(group.get(GUARD, False))
-        return [_Bucket(hp, names, bucket, key[2] + 1, guard) for key, bucket in buckets.items()]
+        return [_Bucket(hp, names, bucket, key[2] + 1, guard, [_dense_real(p.grad) for p in bucket], [real_view(p) for p in bucket])
+                for key, bucket in buckets.items()]
 
     def _rollback(self, created: list, only: set[int] | None = None) -> None:
         """Remove the state that ``_plan`` created this step (for the params whose ids are in ``only``)."""
@@ -272,7 +325,7 @@ class SpecOptimizer(torch.optim.Optimizer):
                 del self.state[p]
 
     def _state(self, hp: SimpleNamespace, names: tuple[str, ...], params: list[torch.Tensor], math: TreeMath = MATH) -> SimpleNamespace:
-        trees = {n: math.tree([self.state[p][n] for p in params]) for n in names}
+        trees = {n: math.tree([real_view(self.state[p][n]) for p in params]) for n in names}
         scalars = {n: self.state[params[0]][n] for n in self.spec.scalars(hp)}
         return SimpleNamespace(**trees, **scalars)
 
@@ -281,38 +334,107 @@ class SpecOptimizer(torch.optim.Optimizer):
         totals: dict[str, torch.Tensor] = {}
         for bucket in buckets:
             hp, names, params = bucket.hp, bucket.names, bucket.params
-            parts = self.spec.reductions(REDUCTIONS, hp, REDUCTIONS.tree([p.grad for p in params]), REDUCTIONS.tree(params),
+            parts = self.spec.reductions(REDUCTIONS, hp, REDUCTIONS.tree(bucket.grads), REDUCTIONS.tree(bucket.values),
                                          self._state(hp, names, params, REDUCTIONS))
             for key, value in parts.items():
                 totals[key] = value if key not in totals else totals[key] + value.to(totals[key].device)
-        return totals
+        return self._all_reduce(totals)
 
-    def _compute(self, bucket: _Bucket, totals):
-        """The new values of one bucket: ``(commit, written)``, the function that writes them and the tensors it writes."""
+    def _all_reduce(self, totals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The totals summed over the ranks of ``shard_group`` (one all-reduce), or as they are without one.
+
+        Every rank calls it once per step, also a rank with nothing to step (its totals are zeros),
+        so the collective always matches up."""
+        group = getattr(self, "_shard_group", None)
+        if group is None:
+            return totals
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            raise RuntimeError(f"{type(self).__name__}(shard_group=...): torch.distributed is not initialized")
+        if not totals:  # this rank steps no parameter now: it contributes zeros under the spec's names
+            group0 = self.param_groups[0]
+            hp = self._hyper(group0)
+            empty = REDUCTIONS.tree([])
+            state = SimpleNamespace(**{n: empty for n in self.spec.state(hp)}, **self.spec.scalars(hp))
+            totals = {k: torch.as_tensor(v) for k, v in self.spec.reductions(REDUCTIONS, hp, empty, empty, state).items()}
+        keys = sorted(totals)
+        values = [torch.as_tensor(totals[k]) for k in keys]
+        device = next((p.device for g in self.param_groups for p in g["params"]), values[0].device)
+        packed = torch.stack([v.to(device=device, dtype=torch.float64) for v in values])
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=None if group is True else group)
+        return {k: packed[i].to(v.device, v.dtype) for i, (k, v) in enumerate(zip(keys, values))}
+
+    def _run_stages(self, buckets: list[_Bucket], totals, closure) -> list[tuple]:
+        """``(delta, new)`` of every bucket for a multi-stage scheme, its stages in lockstep over all buckets.
+
+        At each stage every bucket's parameters are set to that bucket's stage point, the closure
+        runs once, and each bucket receives its gradients; the parameters are restored before the
+        caller commits. Afterwards ``p.grad`` holds the gradient of the last stage point."""
+        params = [p for bucket in buckets for p in bucket.params]
+        start = [p.detach().clone() for p in params]
+        steps, results, pending = [], [None] * len(buckets), {}
+        for bucket in buckets:
+            hp, names = bucket.hp, bucket.names
+            extra = {} if totals is None else {"totals": totals}
+            grads = MATH.tree([g.detach().clone() for g in bucket.grads])
+            values = MATH.tree([v.detach().clone() for v in bucket.values])
+            steps.append(self.spec.staged_update(MATH, hp, bucket.t, grads, values, self._state(hp, names, bucket.params),
+                                                 **extra))
+        try:
+            for i, stepper in enumerate(steps):
+                try:
+                    pending[i] = next(stepper)
+                except StopIteration as done:
+                    results[i] = done.value
+            while pending:
+                for i, point in pending.items():
+                    _copy_all(list(buckets[i].values), point.leaves)
+                with torch.enable_grad():
+                    closure()
+                answered = {}
+                for i in pending:
+                    grads = [torch.zeros_like(v) if p.grad is None else g.detach().clone()
+                             for p, v, g in zip(buckets[i].params, buckets[i].values, _grads_of(buckets[i]))]
+                    try:
+                        answered[i] = steps[i].send(MATH.tree(grads))
+                    except StopIteration as done:
+                        results[i] = done.value
+                pending = answered
+        finally:
+            _copy_all(params, start)
+        return results
+
+    def _compute(self, bucket: _Bucket, totals, result: tuple | None = None):
+        """The new values of one bucket: ``(commit, written)``, the function that writes them and the tensors it writes
+        (``result``: the ``(delta, new)`` a multi-stage scheme already computed)."""
         hp, names, params = bucket.hp, bucket.names, bucket.params
         state = self._state(hp, names, params)
-        extra = {} if totals is None else {"totals": totals}
-        delta, new = self.spec.update(MATH, hp, bucket.t, MATH.tree([p.grad for p in params]), MATH.tree(params), state, **extra)
+        values = MATH.tree(bucket.values)
+        param = values if self.spec.needs_params(hp) else unread(MATH.ops, self.spec.name)
+        grads = MATH.tree(bucket.grads)
+        if result is None:
+            done = driver.step(self.spec, MATH, hp, bucket.t, grads, param, state, totals=totals)
+        else:
+            done = driver.finish(self.spec, MATH, hp, grads, state, *result)
+        delta, new = done.delta, done.state
         scalars = {name: torch.as_tensor(new[name]) for name in self.spec.scalars(hp)}
-        written = ([] if delta is ZERO else list(delta.leaves)) + list(scalars.values())
-        for name in names:
-            if new[name] is not ZERO and new[name] is not getattr(state, name):
-                written += new[name].leaves
+        written = done.checked  # what skip_nonfinite requires finite: gradients, step, new state and scalars
 
         def commit():
             if delta is not ZERO:
-                torch._foreach_add_(params, delta.leaves)
+                torch._foreach_add_(bucket.values, delta.leaves)
             for name in names:
                 old, value = getattr(state, name), new[name]
                 if value is ZERO:
                     torch._foreach_zero_(old.leaves)
                 elif value is not old:
                     _copy_all(old.leaves, value.leaves)
-            for name, value in scalars.items():  # a global scalar keeps its value rather than become non-finite
-                target = self.state[params[0]][name]
-                value = value.to(target.device, target.dtype)
-                value = unsharded(value)  # a global scalar computed from sharded tensors
-                target.copy_(torch.where(torch.isfinite(value), value, target))
+            for name, value in scalars.items():  # already finite-or-previous (the driver's contract)
+                owners = params if self.spec.scalars_per_param else params[:1]  # global ones are shared after the step
+                for owner in owners:
+                    target = self.state[owner][name]
+                    target.copy_(unsharded(value.to(target.device, target.dtype)))  # a scalar computed from sharded tensors
             torch._foreach_add_([self.state[p]["step"] for p in params], 1.0)
 
         return commit, written
@@ -344,14 +466,78 @@ class _Bucket(NamedTuple):
     params: list[torch.Tensor]
     t: float
     guard: bool
+    grads: list[torch.Tensor]  # the gradients the spec sees: dense, complex ones as real views
+    values: list[torch.Tensor]  # the parameters the spec sees and the step writes: complex ones as real views
+
+
+def _grads_of(bucket: _Bucket) -> list[torch.Tensor | None]:
+    """The bucket's gradients as the spec sees them, read afresh (after a closure replaced them)."""
+    return [None if p.grad is None else _dense_real(p.grad) for p in bucket.params]
+
+
+def _dense_real(grad: torch.Tensor) -> torch.Tensor:
+    return real_view(grad.to_dense() if grad.is_sparse else grad)
 
 
 def _is_number_like(value: Any) -> bool:
     return (isinstance(value, torch.Tensor) and value.numel() == 1) or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
-def _check_state_dict(opt: SpecOptimizer, state_dict: Mapping[str, Any]) -> None:
-    """Raise ValueError unless ``state_dict`` is a state_dict of an optimizer like ``opt`` (a load pre-hook)."""
+def _check_implied(opt: SpecOptimizer, group: Mapping[str, Any], where: str) -> None:
+    """Raise ValueError when ``group`` sets a flag this optimizer implies (``Spec.implies``) to another value
+    (a torch.optim flag that selects another method)."""
+    differs = [(key, group[key], meant) for key, meant in opt.spec.implies if key in group and not _same(group[key], meant)]
+    if differs:
+        found = ", ".join(f"{key}={value!r}" for key, value, _ in differs)
+        meant = ", ".join(f"{key}={value!r}" for key, _, value in differs)
+        raise ValueError(f"{where} has {found}, but {type(opt).__name__} means {meant} (it takes no such hyperparameter): "
+                         "settings of a different optimizer type")
+
+
+SHARD_GROUP = "shard_group"
+
+
+def _check_shard_group(group: Any) -> Any:
+    """``shard_group``: None, True (the default process group) or a ``torch.distributed.ProcessGroup``."""
+    if group is None or group is True:
+        return group
+    import torch.distributed as dist
+
+    if dist.is_available() and isinstance(group, dist.ProcessGroup):
+        return group
+    raise TypeError(f"Invalid shard_group value: {group!r} (must be None, True for the default process group, "
+                    "or a torch.distributed.ProcessGroup)")
+
+
+def _check_shared(opt: SpecOptimizer, group: Mapping[str, Any], index: int) -> None:
+    """Raise ValueError when param group ``index`` sets a ``shared`` hyperparameter (one that drives a global
+    scalar, e.g. the meta step's scale) to another value than param group 0: there is one such scalar."""
+    if index == 0 or not opt.param_groups:
+        return
+    first = opt.param_groups[0]
+    for h in opt.spec.hyperparams:
+        mine, theirs = group.get(h.name, opt.defaults.get(h.name)), first.get(h.name)
+        if h.shared and mine is not theirs and not _same(mine, theirs):
+            scalars = ", ".join(opt.spec.scalars(opt._hyper(first))) or "global state"
+            raise ValueError(f"{type(opt).__name__}: param group {index} sets {h.name}={mine!r}, but param group 0 has "
+                             f"{h.name}={theirs!r}: {h.name} drives the global {scalars} shared by every param group, so "
+                             "it must be the same in all of them (use one optimizer per setting instead)")
+
+
+def _same(value: Any, meant: Any) -> bool:
+    try:
+        return bool(value == meant)
+    except (TypeError, ValueError, RuntimeError):  # e.g. a tensor of several elements
+        return False
+
+
+def _check_state_dict(opt: SpecOptimizer, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Raise ValueError unless ``state_dict`` is a state_dict of an optimizer like ``opt`` (a load pre-hook).
+
+    Returns what to load: ``state_dict`` completed where its meaning is this optimizer's, without changing
+    the caller's dicts: the flags ``opt`` implies where a group lacks them, a step counter 1 where a
+    parameter has state but no counter and the spec does not count steps (some torch.optim optimizers
+    keep none), sparse state tensors (which torch.optim keeps for sparse gradients) made dense."""
     owner = f"{type(opt).__name__}.load_state_dict"
     if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
         found = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
@@ -359,7 +545,8 @@ def _check_state_dict(opt: SpecOptimizer, state_dict: Mapping[str, Any]) -> None
     groups, states, spec = state_dict["param_groups"], state_dict["state"], opt.spec
     if len(groups) != len(opt.param_groups):
         raise ValueError(f"{owner}: the state_dict has {len(groups)} param group(s), this optimizer has {len(opt.param_groups)}")
-    others = {h.name for s in REGISTRY.values() for h in s.hyperparams} - set(opt.defaults)
+    others = {h.name for s in REGISTRY.values() for h in s.hyperparams} - set(opt.defaults) - {k for k, _ in spec.implies}
+    fixed_groups, fixed_states = [], dict(states)
     for index, (saved, mine) in enumerate(zip(groups, opt.param_groups)):
         where = f"{owner}: param group {index}"
         if len(saved["params"]) != len(mine["params"]):
@@ -368,6 +555,12 @@ def _check_state_dict(opt: SpecOptimizer, state_dict: Mapping[str, Any]) -> None
         if foreign:
             raise ValueError(f"{where} has hyperparameter(s) {foreign} that {type(opt).__name__} does not have: "
                              "a state_dict of a different optimizer type?")
+        _check_implied(opt, saved, where)
+        absent = [key for key in spec.group_keys if key not in saved]
+        if absent and len(absent) < len(spec.group_keys):
+            raise ValueError(f"{where} sets {sorted(set(spec.group_keys) - set(absent))} but not {absent}, which every "
+                             f"state_dict of {type(opt).__name__} carries together: a state_dict of a different optimizer type")
+        fixed_groups.append({**{k: v for k, v in spec.implies}, **saved})  # a group without the flags means this optimizer
         merged = {**opt.defaults, **{k: v for k, v in saved.items() if k != "params"}}
         try:  # hyperparameters the group lacks (an older checkpoint) take this optimizer's defaults
             spec.validate({h.name: merged[h.name] for h in spec.hyperparams}, _is_concrete)
@@ -379,9 +572,11 @@ def _check_state_dict(opt: SpecOptimizer, state_dict: Mapping[str, Any]) -> None
         expected = {*shaped, *scalar}
         for position, (key, param) in enumerate(zip(saved["params"], mine["params"])):
             entry = states.get(key)
-            if entry is None:  # a parameter that has not been stepped yet
+            if entry is None or (isinstance(entry, Mapping) and not entry):  # a parameter that has not been stepped yet
                 continue
             what = f"{where}, parameter {position}"
+            if isinstance(entry, Mapping) and set(entry) == expected - {"step"} and not spec.counts_steps(hp):
+                entry = fixed_states[key] = {**entry, "step": torch.tensor(1.0, dtype=_scalar_dtype())}  # at least one step
             if not isinstance(entry, Mapping) or set(entry) != expected:
                 found = set(entry) if isinstance(entry, Mapping) else set()
                 raise ValueError(f"{what}: state {sorted(found)} does not match the state {sorted(expected)} of "
@@ -392,20 +587,35 @@ def _check_state_dict(opt: SpecOptimizer, state_dict: Mapping[str, Any]) -> None
                 if not isinstance(value, torch.Tensor) or value.shape != param.shape:
                     got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                     raise ValueError(f"{what}: state {name!r} has shape {got}, the parameter has shape {tuple(param.shape)}")
+                if value.is_sparse:
+                    entry = fixed_states[key] = {**entry, name: value.to_dense()}
             for name in scalar:
                 if not _is_number_like(entry[name]):
                     raise ValueError(f"{what}: state {name!r} must be a number or a 1-element tensor, got {entry[name]!r}")
+    return {**state_dict, "param_groups": fixed_groups, "state": fixed_states}
 
 
 def from_spec(spec: Spec, name: str | None = None) -> type[SpecOptimizer]:
     """A ``torch.optim.Optimizer`` subclass computing ``spec``; hyperparameters as keyword arguments.
 
-    The signature is ``(params, lr=<default>, <hyperparameters>..., *, skip_nonfinite=False,
-    flat=True, fused=None)`` with the spec's defaults.
+    The signature is ``(params, lr=<default>, <hyperparameters>..., *, <keyword-only hyperparameters>...,
+    skip_nonfinite=False, flat=True, fused=None, foreach=None, capturable=False, differentiable=False)``
+    with the spec's defaults (the last three are torch.optim's switches, accepted for drop-in use:
+    ``foreach`` has no effect, ``capturable`` and ``differentiable`` take only False), plus ``shard_group=None`` for a spec with
+    global reductions (the meta step): when each rank steps only its own shard of the parameters
+    (``torch.distributed.optim.ZeroRedundancyOptimizer``), pass the process group the parameters are
+    sharded over (True: the default group) and the spec's sums are all-reduced over it, one
+    collective per step, so every rank adapts the same global scalars. Leave it None under DDP and
+    FSDP2, where every rank already sums over the whole model.
     """
     name = name or spec.name
     sig = signature(spec, ("self", "params"), LR, spec.defaults[LR])
+    keyword = {h.name for h in spec.hyperparams if h.keyword_only}  # after torch.optim's `*`: positional calls bind as there
+    sig = sig.replace(parameters=[p for p in sig.parameters.values() if p.name not in keyword]
+                      + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in sig.parameters.values() if p.name in keyword])
     options = [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default) for o in OPTIONS]
+    if spec.reductions is not None:  # sums over all parameters: all-reduced over shard_group when the params are sharded
+        options.append(inspect.Parameter(SHARD_GROUP, inspect.Parameter.KEYWORD_ONLY, default=None))
     sig = sig.replace(parameters=[*sig.parameters.values(), *options])
 
     def __init__(self, params, *args, **kwargs):
