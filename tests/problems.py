@@ -6,6 +6,8 @@ or from algebra written in the test; nothing here is a golden number.
 
 from __future__ import annotations
 
+import ast
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,45 +51,154 @@ def make_problem(seed: int, steps: int, curvature: float = 2.0, maximize: bool =
     return Problem(A, c, 0.1 * rng.normal(size=(steps, total)), theta0, -1.0 if maximize else 1.0)
 
 
+# Hyperparameters whose value 0 is a choice of its own: it switches a term, a branch or a state
+# variable off (momentum 0 is plain SGD and drops RMSprop's buffer, gain_lr 0 drops the gains,
+# trace_decay 0 takes the last step alone), and a literal 0 is folded away by the tree maths.
+ZERO, NONZERO = "zero", "non-zero"
+ZERO_OR_NOT = ("momentum", "dampening", "weight_decay", "gain_lr", "trace_decay")
+
+# Continuous draws; for a ZERO_OR_NOT hyperparameter, its non-zero value.
 RANDOM = {
-    "momentum": lambda rng, positive: float(rng.choice([0.05 if positive else 0.0, rng.uniform(0.05, 0.95)])),
-    "alpha": lambda rng, _: float(rng.uniform(0.5, 0.999)),
-    "betas": lambda rng, _: (float(rng.uniform(0.5, 0.95)), float(rng.uniform(0.9, 0.9999))),
-    "dampening": lambda rng, _: float(rng.choice([0.0, rng.uniform(0, 0.9)])),
-    "weight_decay": lambda rng, _: float(rng.choice([0.0, rng.uniform(0, 0.1)])),
-    "eps": lambda rng, _: float(10 ** rng.uniform(-8, -2)),
-    "variant": lambda rng, _: str(rng.choice(["positive", "simplex", "signed", "signed_simplex"])),
-    "axis": lambda rng, _: None,  # one axis must exist in every leaf, and SHAPES has a 0-d leaf
-    "total": lambda rng, _: float(rng.uniform(0.5, 2.0)),
-    "init_scale": lambda rng, _: float(rng.uniform(0.1, 2.0)),
-    "meta_lr": lambda rng, _: float(rng.uniform(0.0, 0.05)),
-    "gain_lr": lambda rng, _: float(rng.choice([0.0, rng.uniform(0.0, 0.05)])),
-    "rule": lambda rng, _: str(rng.choice(["eg", "hd"])),
-    "shrink_lr": lambda rng, _: float(rng.uniform(0.0, 0.1)),
-    "brake_cos": lambda rng, _: float(rng.uniform(-0.5, 0.9)),
-    "max_log_step": lambda rng, _: float(rng.uniform(0.01, 0.2)),
-    "scale_range": lambda rng, _: (0.1, 10.0),
-    "gain_range": lambda rng, _: (0.5, 2.0),
+    "momentum": lambda rng: float(rng.uniform(0.05, 0.95)),
+    "alpha": lambda rng: float(rng.uniform(0.5, 0.999)),
+    "betas": lambda rng: (float(rng.uniform(0.5, 0.95)), float(rng.uniform(0.9, 0.9999))),
+    "dampening": lambda rng: float(rng.uniform(0.05, 0.9)),
+    "weight_decay": lambda rng: float(rng.uniform(0.01, 0.1)),
+    "eps": lambda rng: float(10 ** rng.uniform(-8, -2)),
+    "total": lambda rng: float(rng.uniform(0.5, 2.0)),
+    "init_scale": lambda rng: float(rng.uniform(0.1, 2.0)),
+    "meta_lr": lambda rng: float(rng.uniform(0.0, 0.05)),
+    "gain_lr": lambda rng: float(rng.uniform(0.005, 0.05)),
+    "shrink_lr": lambda rng: float(rng.uniform(0.0, 0.1)),
+    "brake_cos": lambda rng: float(rng.uniform(-0.5, 0.9)),
+    "max_log_step": lambda rng: float(rng.uniform(0.01, 0.2)),
+    "scale_range": lambda rng: (0.1, 10.0),
+    "gain_range": lambda rng: (0.5, 2.0),
+    "trace_decay": lambda rng: float(rng.uniform(0.0, 0.97)),
+    "initial_scale": lambda rng: float(10 ** rng.uniform(-1, 0.5)),
+    "lr_decay": lambda rng: float(rng.uniform(0.0, 0.1)),
+    "initial_accumulator_value": lambda rng: float(rng.uniform(0.0, 1.0)),
+    "rho": lambda rng: float(rng.uniform(0.5, 0.99)),
+    "etas": lambda rng: (float(rng.uniform(0.3, 0.9)), float(rng.uniform(1.05, 1.5))),
+    "step_sizes": lambda rng: (float(10 ** rng.uniform(-7, -4)), float(rng.uniform(0.005, 0.05))),  # the cap binds
+    "momentum_decay": lambda rng: float(10 ** rng.uniform(-3, -1)),
+    "lambd": lambda rng: float(10 ** rng.uniform(-4, -1)),
+    "t0": lambda rng: float(rng.integers(0, 150)),  # averaging starts within the 200 steps
 }
+# Static options the draws leave at their default, and why.
+NOT_DRAWN = {"axis": "one axis must exist in every leaf, and SHAPES has a 0-d leaf (tests/test_independent.py covers axis=1)"}
 
 
-def random_hyper(spec, rng: np.random.Generator, *, torch_compatible=False, optax_compatible=False) -> dict:
-    """Random valid hyperparameters covering every option of ``spec``."""
-    hp: dict = {"lr": float(10 ** rng.uniform(-3, -1.5))}
+def choices(h) -> tuple | None:
+    """The discrete choices of one hyperparameter: both values of a bool, every value of a ``one_of``
+    option (read from the spec's own validation message), zero or not for ZERO_OR_NOT; None otherwise."""
+    if h.static and h.check is None:
+        return (False, True)
+    if h.static and h.check.rule.startswith("must be one of "):
+        return tuple(ast.literal_eval(h.check.rule.removeprefix("must be one of ")))
+    if h.static:
+        assert h.name in NOT_DRAWN, f"hyper_cases does not know the static option {h.name}; add it to NOT_DRAWN or teach choices()"
+        return None
+    if h.name in ZERO_OR_NOT and h.check.test(0.0):
+        return (ZERO, NONZERO)
+    return None
+
+
+def compatible(spec, *, torch_compatible=False, optax_compatible=False) -> dict:
+    """The options a reference cannot express, at the value it has: torch.optim.RMSprop puts ε outside
+    the square root only; optax's aliases have no weight decay, dampening or maximize, and its amsgrad differs."""
+    fixed = {}
+    if torch_compatible:
+        fixed["eps_in_sqrt"] = False
+    if optax_compatible:  # optax.amsgrad takes the maximum of the bias-corrected v, torch of the raw v
+        fixed.update(weight_decay=0.0, dampening=0.0, maximize=False, amsgrad=False)
+    names = {h.name for h in spec.hyperparams}
+    return {k: v for k, v in fixed.items() if k in names}
+
+
+def hyper_cases(spec, n: int, seed: int, **compat) -> list[dict]:
+    """``n`` valid hyperparameter sets for ``spec`` (n a power of 2), stratified so that every discrete
+    choice (see :func:`choices`) takes each of its values in some case: a choice with two values follows
+    a Walsh column (case i is at level parity(popcount(i & m)) for a mask m), neighbouring choices get
+    different masks, so two of them (momentum and dampening) meet in all four combinations; a choice
+    with more values follows a random permutation of the cases. The rest is drawn from RANDOM.
+    ``compat``: ``torch_compatible`` / ``optax_compatible``, see :func:`compatible`.
+
+    A case that breaks one of the spec's joint rules (``spec.constraints``: SGD's nesterov needs
+    momentum and no dampening) has its boolean options set back to their defaults; if the cases then
+    miss a choice, the design is drawn again from the next seed (deterministically)."""
+    assert n >= 2 and n & (n - 1) == 0, f"n = {n} must be a power of 2"
+    for attempt in range(100):
+        seeds = [seed, zlib.crc32(spec.name.encode())] + ([attempt] if attempt else [])
+        cases, design = _draw_cases(spec, n, np.random.default_rng(seeds), compatible(spec, **compat))
+        if spec.constraints is None or _repair(spec, cases, design):
+            return cases
+    raise AssertionError(f"hyper_cases found no valid stratified design for {spec.name}")
+
+
+def _valid(spec, hp: dict) -> bool:
+    try:
+        spec.validate(hp)
+    except ValueError:
+        return False
+    return True
+
+
+def _repair(spec, cases: list[dict], design: dict) -> bool:
+    """Make each case satisfy the spec's joint rules by resetting boolean options; True when every choice
+    of the design still occurs, and a dampening occurs both zero and non-zero with a non-zero momentum."""
+    flags = [h for h in spec.hyperparams if h.static and h.check is None]
+    for hp in cases:
+        for h in flags:
+            if not _valid(spec, hp) and hp[h.name] is not h.default:
+                hp[h.name] = h.default
+        if not _valid(spec, hp):
+            return False
+    for name, column in design.items():
+        if {drawn_level(hp, name) for hp in cases} != set(column):
+            return False
+    if "momentum" in design and "dampening" in design:
+        return {drawn_level(hp, "dampening") for hp in cases if hp["momentum"] != 0} == {ZERO, NONZERO}
+    return True
+
+
+def drawn_level(hp: dict, name: str):
+    value = hp[name]
+    return value if isinstance(value, (bool, str)) else (ZERO if value == 0 else NONZERO)
+
+
+def _draw_cases(spec, n: int, rng, fixed: dict) -> tuple[list[dict], dict]:
+    masks, binary, design = rng.permutation(np.arange(1, n)), 0, {}
     for h in spec.hyperparams[1:]:
-        if h.name in RANDOM:
-            hp[h.name] = RANDOM[h.name](rng, h.check is not None and not h.check.test(0.0))
-        elif h.static and h.check is None:
-            hp[h.name] = bool(rng.integers(2))
+        levels = None if h.name in fixed else choices(h)
+        if levels is None:
+            continue
+        assert len(levels) <= n, f"{spec.name}.{h.name} has {len(levels)} choices, more than the {n} cases"
+        if len(levels) == 2:
+            mask, flip = int(masks[binary % (n - 1)]), int(rng.integers(2))
+            binary += 1
+            column = [(bin(i & mask).count("1") + flip) % 2 for i in range(n)]
         else:
-            raise AssertionError(f"random_hyper does not know {h.name}; add it to RANDOM")
-    if torch_compatible and "eps_in_sqrt" in hp:
-        hp["eps_in_sqrt"] = False
-    if optax_compatible:
-        for name, neutral in (("weight_decay", 0.0), ("dampening", 0.0), ("maximize", False)):
-            if name in hp:
-                hp[name] = neutral
-    return hp
+            perm = rng.permutation(n)
+            column = [int(perm[i]) % len(levels) for i in range(n)]
+        design[h.name] = [levels[j] for j in column]
+    cases = []
+    for i in range(n):
+        hp: dict = {"lr": float(10 ** rng.uniform(-3, -1.5))}
+        for h in spec.hyperparams[1:]:
+            level = design.get(h.name, [None] * n)[i]
+            if h.name in fixed:
+                hp[h.name] = fixed[h.name]
+            elif level == ZERO:
+                hp[h.name] = 0.0
+            elif level == NONZERO or (level is None and h.name in RANDOM):
+                hp[h.name] = RANDOM[h.name](rng)
+            elif level is not None or h.name in NOT_DRAWN:
+                hp[h.name] = level if level is not None else h.default
+            else:
+                raise AssertionError(f"hyper_cases does not know {h.name}; add it to RANDOM")
+        cases.append(hp)
+    return cases, design
 
 
 def needs_positive_params(hp: dict) -> bool:

@@ -21,6 +21,9 @@ KWARGS = {  # every registered optimizer, with options that exercise its state
     "meta_sgd": {"gain_lr": 0.01}, "meta_momentum": {}, "meta_nesterov": {"rule": "hd"},
     "meta_rmsprop": {"gain_lr": 0.01, "momentum": 0.5}, "meta_adam": {},
     "nesterov_sbc": {},
+    "adamw": {"amsgrad": True, "weight_decay": 1e-4}, "nadam": {"momentum_decay": 0.01}, "radam": {"decoupled_weight_decay": True},
+    "adamax": {}, "adagrad": {"initial_accumulator_value": 0.1}, "adadelta": {},
+    "rprop": {"etas": (0.4, 1.3)}, "asgd": {"t0": 1.0},
 }
 NAMES = sorted(KWARGS)
 
@@ -64,7 +67,8 @@ def test_jit_does_not_recompile_and_keeps_none_leaves(name):
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32, jnp.float64])
 def test_updates_keep_gradient_dtype_and_state_keeps_its_dtype(name, dtype):
-    opt = build(name, weight_decay=0.01)
+    spec = {s.jax_name: s for s in dynopt.REGISTRY.values()}[name]
+    opt = build(name, **({"weight_decay": 0.01} if "weight_decay" in spec.defaults else {}))  # Rprop has none
     params = tree_params(dtype)
     state = opt.init(params)
     grads = jax.grad(loss)(params)
@@ -101,22 +105,58 @@ def test_inject_hyperparams_gives_the_same_numbers(name):
     assert float(s2.hyperparams["learning_rate"]) == pytest.approx(0.02)
 
 
+def assert_trees_close(a, b, rtol=1e-12):
+    """Same structure, and per leaf max |x − y| ≤ rtol · max |y| (None leaves included)."""
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        scale = float(jnp.max(jnp.abs(y)))
+        assert float(jnp.max(jnp.abs(x - y))) <= rtol * scale, (x, y)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_chain_and_extra_args(name):
+    """chain(clip_by_global_norm(1), opt) for 3 steps equals opt alone on gradients clipped by hand
+    (g · min(1, 1/‖g‖), the definition of clipping by global norm); extra keyword arguments change nothing."""
     opt = optax.chain(optax.clip_by_global_norm(1.0), build(name))
-    params = tree_params()
-    state = opt.init(params)
-    updates, _ = opt.update(jax.grad(loss)(params), state, params, value=1.0, unknown_kwarg=3)
-    assert jax.tree.structure(updates) == jax.tree.structure(params)
+    alone = build(name)
+    params = mine = tree_params(jnp.float64)
+    state, alone_state = opt.init(params), alone.init(params)
+    for _ in range(3):
+        grads = jax.grad(loss)(params)
+        norm = float(jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads))))
+        assert norm > 1.0  # the clip is active (the bias leaf alone contributes ‖(−2, −2, −2)‖ at the start)
+        updates, state = opt.update(grads, state, params, value=1.0, unknown_kwarg=3)
+        factor = min(1.0, 1.0 / norm)
+        clipped = jax.tree.map(lambda g, factor=factor: g * factor, grads)
+        expected, alone_state = alone.update(clipped, alone_state, mine)
+        assert_trees_close(updates, expected)
+        params, mine = optax.apply_updates(params, updates), optax.apply_updates(mine, expected)
+    assert params["b"][1] is None
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_multisteps_accumulates(name):
-    opt = optax.MultiSteps(build(name), every_k_schedule=3)
-    params = tree_params()
-    state = opt.init(params)
-    updates, state = opt.update(jax.grad(loss)(params), state, params)
-    assert all(float(jnp.abs(u).max()) == 0.0 for u in jax.tree.leaves(updates))
+    """MultiSteps(opt, every_k_schedule=3) returns zero updates for two mini-steps, then opt's update for
+    the mean of the three gradients (optax's documented accumulation); two macro steps, different gradients
+    at every mini-step, against opt alone on the means computed here (in float64: MultiSteps accumulates
+    in float32 unless told otherwise)."""
+    opt = optax.MultiSteps(build(name), every_k_schedule=3, accumulator_dtype=jnp.float64)
+    alone = build(name)
+    params = mine = tree_params(jnp.float64)
+    state, alone_state = opt.init(params), alone.init(params)
+    for _ in range(2):
+        window = []
+        for j in range(3):
+            grads = jax.tree.map(lambda g, j=j: g * (1.0 + j) + 0.1 * j, jax.grad(loss)(params))  # differ per mini-step
+            window.append(grads)
+            updates, state = opt.update(grads, state, params)
+            if j < 2:
+                assert all(float(jnp.abs(u).max()) == 0.0 for u in jax.tree.leaves(updates))
+        mean = jax.tree.map(lambda *gs: sum(gs) / 3, *window)
+        expected, alone_state = alone.update(mean, alone_state, mine)
+        assert_trees_close(updates, expected)
+        assert float(jnp.abs(expected["w"]).max()) > 0
+        params, mine = optax.apply_updates(params, updates), optax.apply_updates(mine, expected)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -125,7 +165,10 @@ def test_converges_on_parabola_and_rosenbrock(name):
     the origin), for every optimizer except EG, which is not a Rosenbrock solver (EGU± moves each
     coordinate at a speed ∝ w⁺ + w⁻ and is 7% short after 10,000 steps)."""
     base = name.removeprefix("meta_")
-    lr = {"sgd": 1e-3, "momentum": 1e-3, "nesterov": 1e-3, "rmsprop": 2e-3, "adam": 5e-3, "eg": 1e-3, "nesterov_sbc": 1e-3}[base]
+    lr = {"sgd": 1e-3, "momentum": 1e-3, "nesterov": 1e-3, "rmsprop": 2e-3, "adam": 5e-3, "eg": 1e-3, "nesterov_sbc": 1e-3,
+          # optax's alias_test learning rates where optax has the name; ASGD: SGD's
+          "adamw": 1e-1, "nadam": 1e-2, "radam": 5e-3, "adamax": 1e-1, "adagrad": 1.0, "adadelta": 0.1, "rprop": 1e-1,
+          "asgd": 1e-3}[base]
     targets = [(lambda p: jnp.sum((p - jnp.array([1.0, -1.0, 1.0])) ** 2), jnp.array([-1.0, 10.0, 1.0]), jnp.array([1.0, -1.0, 1.0]))]
     if name != "eg":
         targets.append((lambda p: (1 - p[0]) ** 2 + 100 * (p[1] - p[0] ** 2) ** 2, jnp.zeros(2), jnp.ones(2)))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from runners import CountOps
+from torch_references import torch_class
 
 import dynopt
 import dynopt.torch
@@ -23,6 +24,9 @@ REFERENCES = {  # dynopt name -> the torch.optim optimizer with the same numbers
     "Nesterov": lambda ps, **kw: torch.optim.SGD(ps, nesterov=True, **kw),
     "RMSprop": lambda ps, **kw: torch.optim.RMSprop(ps, **kw),
     "Adam": lambda ps, **kw: torch.optim.Adam(ps, **kw),
+    **{name: (lambda ps, name=name, **kw: getattr(torch.optim, name)(ps, **kw))
+       for name in ("AdamW", "RAdam", "Adamax", "Adagrad", "Adadelta", "Rprop")},
+    **{name: (lambda ps, name=name, **kw: torch_class(name)(ps, **kw)) for name in ("NAdam", "ASGD")},  # float64 scalars
 }
 CONFIGS = {  # every registered optimizer, with options that exercise its state
     "SGD": {},
@@ -37,6 +41,14 @@ CONFIGS = {  # every registered optimizer, with options that exercise its state
     "MetaRMSprop": {"meta_lr": 0.05, "gain_lr": 0.01, "momentum": 0.5},
     "MetaAdam": {"meta_lr": 0.05},
     "NesterovSBC": {"weight_decay": 0.01},
+    "AdamW": {"betas": (0.8, 0.99), "amsgrad": True},
+    "RAdam": {"betas": (0.8, 0.99), "weight_decay": 0.01, "decoupled_weight_decay": True},
+    "Adamax": {"betas": (0.8, 0.99), "weight_decay": 0.01},
+    "Adagrad": {"lr_decay": 0.01, "initial_accumulator_value": 0.1},
+    "Adadelta": {"rho": 0.8, "weight_decay": 0.01, "eps": 0.1},  # steps that show at lr 0.05 in bfloat16
+    "Rprop": {"etas": (0.4, 1.3), "step_sizes": (0.0, 50)},  # no floor: a group's tiny lr keeps its steps tiny
+    "NAdam": {"betas": (0.8, 0.99), "momentum_decay": 0.01, "weight_decay": 0.01},
+    "ASGD": {"lambd": 0.01, "t0": 3, "weight_decay": 0.01},
 }
 ZOO = {name: (getattr(dynopt.torch, name), REFERENCES.get(name), kw) for name, kw in CONFIGS.items()}
 NAMES = sorted(ZOO)
@@ -121,6 +133,14 @@ EXPECTED_STATE = {
     "Nesterov": {"step", "momentum_buffer"},
     "RMSprop": {"step", "square_avg", "grad_avg", "momentum_buffer"},
     "Adam": {"step", "exp_avg", "exp_avg_sq"},
+    "AdamW": {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
+    "RAdam": {"step", "exp_avg", "exp_avg_sq"},
+    "Adamax": {"step", "exp_avg", "exp_inf"},
+    "Adagrad": {"step", "sum"},
+    "Adadelta": {"step", "square_avg", "acc_delta"},
+    "Rprop": {"step", "prev", "step_size"},
+    "NAdam": {"step", "mu_product", "exp_avg", "exp_avg_sq"},
+    "ASGD": {"step", "eta", "mu", "ax"},
 }
 
 
@@ -173,7 +193,7 @@ def test_loads_torch_optim_state_dict(name):
     clone = copy.deepcopy(net)
     state = copy.deepcopy(ref_opt.state_dict())
     for group in state["param_groups"]:  # keep only the hyperparameters dynopt knows
-        for key in [k for k in group if k not in mine_cls.spec.defaults and k != "params"]:
+        for key in [k for k in group if k not in mine_cls.spec.defaults and k not in dict(mine_cls.spec.implies) and k != "params"]:
             del group[key]
     for entry in state["state"].values():  # torch.optim.SGD keeps no step counter
         entry.setdefault("step", torch.tensor(10.0))
@@ -206,9 +226,16 @@ SCHEDULERS = {
 
 
 @pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
-@pytest.mark.parametrize("name", ["Momentum", "Adam"])  # OneCycleLR also cycles 'momentum' / 'betas'
+@pytest.mark.parametrize("name", ["Momentum", "Adam", "NAdam", "ASGD", "Rprop"])  # OneCycleLR also cycles 'momentum' / 'betas'
 def test_every_lr_scheduler_matches_torch_optim(name, scheduler):
+    """NAdam: OneCycleLR cycles β₁ under its momentum product; ASGD: the step η lags the schedule by one
+    step, as in torch; Rprop: the lr only sets the first step size."""
     mine_cls, ref, kw = ZOO[name]
+    if scheduler == "OneCycleLR" and not {"momentum", "betas"} & set(mine_cls.spec.defaults):
+        for make in (mine_cls, ref):  # nothing to cycle: both refuse
+            with pytest.raises(ValueError, match="momentum"):
+                SCHEDULERS[scheduler](make(model()[0].parameters(), lr=0.01, **kw))
+        return
     results = []
     for make in (mine_cls, ref):
         net, data = model()
@@ -266,10 +293,13 @@ def test_low_precision_dtypes_match_torch_optim(name, dtype):
         net, data = model(dtype=dtype)
         opt = make(net.parameters(), lr=0.01, **kw)
         train(net, data, opt, 20)
-        assert all(opt.state[p][k].dtype == p.dtype for p in net.parameters() for k in opt.state[p] if k != "step")
+        scalars = {"step", "mu_product", "eta", "mu"}  # torch's 0-dim per-parameter entries keep their own dtype
+        assert all(opt.state[p][k].dtype == p.dtype for p in net.parameters() for k in opt.state[p] if k not in scalars)
         results.append(params_of(net))
     # float32: rounding-level differences; bfloat16 has 8 mantissa bits (relative spacing 2^-8)
-    tol = 1e-5 if dtype == torch.float32 else 2**-6
+    # NAdam's step adds two terms (force and momentum) that torch.optim writes with two addcdiv_ roundings, dynopt with one:
+    # in bfloat16 the runs end 2.2% apart, while both are 117% from the float64 run (measured)
+    tol = 1e-5 if dtype == torch.float32 else 2**-5 if name == "NAdam" else 2**-6
     for a, b in zip(*results):
         assert a.dtype == dtype
         assert float((a.double() - b.double()).abs().max() / b.double().abs().max()) <= tol
@@ -313,7 +343,20 @@ def test_deepcopy_pickle_and_print(name):
     train(net, data, opt, 2)
     twin = copy.deepcopy(opt)
     assert type(twin) is type(opt) and twin.param_groups[0]["lr"] == 0.01
-    assert type(pickle.loads(pickle.dumps(opt))) is type(opt)
+    # a copy of (model, optimizer) made by deepcopy or by pickle has its own tensors and continues in
+    # lockstep with the original, bit for bit
+    copies = [copy.deepcopy((net, opt)), pickle.loads(pickle.dumps((net, opt)))]
+    for net_copy, opt_copy in copies:
+        assert type(opt_copy) is type(opt) and opt_copy.param_groups[0]["params"][0] is next(net_copy.parameters())
+        assert all(a.data_ptr() != b.data_ptr() for a, b in zip(net_copy.parameters(), net.parameters()))
+    before = params_of(net)
+    for _ in range(3):
+        train(net, data, opt, 1)
+        for net_copy, opt_copy in copies:
+            train(net_copy, data, opt_copy, 1)
+            for a, b in zip(net_copy.parameters(), net.parameters()):
+                assert torch.equal(a, b)
+    assert not any(torch.equal(a, b) for a, b in zip(before, params_of(net)))
     text = repr(opt)
     assert text.startswith(name) and "lr: 0.01" in text
 
@@ -347,10 +390,13 @@ def test_signature_and_docs_come_from_the_spec():
 @pytest.mark.parametrize("name", NAMES)
 def test_bfloat16_runs_and_keeps_dtypes(name):
     mine_cls, _, kw = ZOO[name]
+    if "initial_scale" in mine_cls.spec.defaults:  # the meta step's warm-up from s₀ = 0.01 makes steps that round to 0
+        kw = {**kw, "initial_scale": 1.0}
     net, data = model(dtype=torch.bfloat16)
     opt = mine_cls(net.parameters(), lr=0.05, **kw)  # steps large enough to show in 8 mantissa bits
     losses = train(net, data, opt, 20)
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     for p in net.parameters():
         assert p.dtype == torch.bfloat16
-        assert all(v.dtype == torch.bfloat16 for k, v in opt.state[p].items() if v.dim() > 0 or k not in ("step", "scale"))
+        scalars = ("step", *mine_cls.spec.scalars(mine_cls.spec.namespace(opt.defaults)))  # 0-dim: at least float32
+        assert all(v.dtype == torch.bfloat16 for k, v in opt.state[p].items() if v.dim() > 0 or k not in scalars)
