@@ -42,13 +42,14 @@ Method
   reading the gradient (1), reading and writing the parameter (2), reading and writing each of
   its S parameter-shaped state tensors (2·S), and, for a spec with tree-wide reductions, the
   R parameter-shaped tensors the reduction pass reads before the update can start (the meta
-  step: gradient and previous step, R = 2). S comes from the dynopt spec: SGD 12 B, Momentum /
-  Nesterov / RMSprop 20 B, Adam 28 B, EG 12 B, MetaSGD 28 B, MetaAdam 44 B (float32).
+  step: gradient, previous step and step trace, R = 3). S comes from the dynopt spec: SGD 12 B,
+  Momentum / Nesterov / RMSprop 20 B, Adam 28 B, EG 12 B, MetaSGD 40 B, MetaAdam 56 B (float32;
+  with trace_decay=0 the meta step keeps no trace: 28 B and 44 B).
   bound = bytes · numel / B. Layouts (b) and (c) fit partly in the 32 MB L3 cache, so a kernel
   can beat this DRAM bound there (ratio < 1). Two caveats: the meta step without gains can fold
-  its dot products into the pass that writes the new previous step and apply s·u in a second
-  pass, which needs 4 B/element less (MetaSGD 24 B, MetaAdam 40 B: still >= 2.0x and >= 1.43x
-  its base); and EG's expm1 is compute-bound on one core (torch.expm1 over 16M floats: ~13 ms
+  its dot products into the pass that writes the new previous step and trace and apply s·u in a
+  second pass, which needs 4 B/element less (MetaSGD 36 B, MetaAdam 52 B: still >= 3.0x and
+  >= 1.86x its base; 24 B and 40 B, 2.0x and 1.43x, with trace_decay=0); and EG's expm1 is compute-bound on one core (torch.expm1 over 16M floats: ~13 ms
   against ~4 ms for a multiply), so EG cannot reach this bound with one thread.
 * Peak memory per step (torch): allocations of the CPU allocator during one step, recorded by
   ``torch.profiler`` with ``profile_memory=True``; the table shows the peak of the running sum of
@@ -171,7 +172,8 @@ def bytes_per_element(entry: Entry, itemsize: int = 4) -> int:
     spec = dynopt.REGISTRY[entry.name]
     hp = spec.namespace(entry.kwargs)
     state_tensors = len(spec.state(hp))
-    reduction_reads = 2 if spec.reductions is not None else 0  # the meta step's pass over grad and previous step
+    # the meta step's reduction pass reads the gradient, the previous step and (trace_decay > 0) the step trace
+    reduction_reads = 1 + sum(n in ("previous_direction", "step_trace") for n in spec.state(hp)) if spec.reductions is not None else 0
     return itemsize * (1 + 2 + 2 * state_tensors + reduction_reads)
 
 

@@ -11,6 +11,7 @@ from .optimizers import ZOO
 
 (sgd, momentum, nesterov, rmsprop, adam, eg,
  meta_sgd, meta_momentum, meta_nesterov, meta_rmsprop, meta_adam,
- nesterov_sbc) = map(from_spec, ZOO)
+ nesterov_sbc,
+ adamw, radam, adamax, adagrad, adadelta, rprop, nadam, asgd) = map(from_spec, ZOO)
 
 __all__ = ["from_spec"] + [spec.jax_name for spec in ZOO]

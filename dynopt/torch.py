@@ -12,6 +12,7 @@ from .optimizers import ZOO
 
 (SGD, Momentum, Nesterov, RMSprop, Adam, EG,
  MetaSGD, MetaMomentum, MetaNesterov, MetaRMSprop, MetaAdam,
- NesterovSBC) = map(from_spec, ZOO)
+ NesterovSBC,
+ AdamW, RAdam, Adamax, Adagrad, Adadelta, Rprop, NAdam, ASGD) = map(from_spec, ZOO)
 
 __all__ = ["from_spec", "SpecOptimizer"] + [spec.name for spec in ZOO]

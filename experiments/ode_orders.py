@@ -36,6 +36,7 @@ from . import prepare
 NAME = "ode_orders"
 THETA0 = np.array([1.5, 1.0])
 GAMMA, C1, C2, KAPPA = 1.5, 4.0, 8.0, 2.0
+TRACE_RATE = 5.0  # the meta step's trace_decay ρ = 1 − TRACE_RATE·h
 # one colour and marker per base optimizer (Okabe–Ito); a meta-step wrapper shares its base's, drawn dashed and open
 STYLE = {"SGD": ("#0072B2", "o"), "Momentum": ("#E69F00", "s"), "Nesterov": ("#009E73", "^"), "RMSprop": ("#CC79A7", "D"),
          "Adam": ("#000000", "v"), "EG": ("#D55E00", "P"), "NesterovSBC": ("#56B4E9", "X")}
@@ -78,7 +79,9 @@ def _meta(base: Spec, scaled: Callable[[float], dict]) -> Callable[[float], dict
     def hyper(h: float) -> dict:
         hp = scaled(h)
         step = float(base.time_step(base.namespace(hp)))
-        return {**hp, "meta_lr": KAPPA * step, "gain_lr": KAPPA * step / 2}
+        # ρ = 1 − c·h keeps the trace's memory time fixed; s₀ = 1 starts at the base's step
+        return {**hp, "meta_lr": KAPPA * step, "gain_lr": KAPPA * step / 2, "trace_decay": 1 - TRACE_RATE * step,
+                "initial_scale": 1.0}
     return hyper
 
 
@@ -95,6 +98,17 @@ BASE_SCALINGS: dict[str, tuple[Callable[[float], dict], Callable[[float], dict] 
     "Adam": (lambda h: {"lr": h, "betas": (1 - C1 * h, 1 - C2 * h), "eps": 1e-3}, None),
     "EG": (lambda h: {"lr": h, "variant": "positive"}, None),
     "NesterovSBC": (lambda h: {"lr": h * h}, None),
+    # the torch.optim zoo: the scalings of tests/test_ode.py (see each optimizer's docstring)
+    "AdamW": (lambda h: {"lr": h, "betas": (1 - C1 * h, 1 - C2 * h), "eps": 1e-3, "weight_decay": 0.5}, None),
+    "NAdam": (lambda h: {"lr": h, "betas": (1 - C1 * h, 1 - C2 * h), "eps": 1e-3, "momentum_decay": KAPPA * h}, None),
+    "RAdam": (lambda h: {"lr": h, "betas": (1 - C1 * h, 1 - h / 2), "eps": 1e-3}, None),
+    "Adamax": (lambda h: {"lr": h, "betas": (1 - C1 * h, 1 - h / 2), "eps": 1e-3},
+               lambda h: {"exp_inf": [10 * np.abs(toy_grad([THETA0])[0])]}),  # above |g|: the smooth regime
+    "Adagrad": (lambda h: {"lr": h**0.5, "initial_accumulator_value": 1.0 / h, "eps": 1e-3}, None),  # clock lr²
+    "Adadelta": (lambda h: {"lr": h, "rho": 1 - C1 * h, "eps": 1e-3},
+                 lambda h: {"square_avg": [toy_grad([THETA0])[0] ** 2], "acc_delta": [toy_grad([THETA0])[0] ** 2]}),
+    "Rprop": (lambda h: {"lr": h, "etas": (1 - h / 2, 1 + h), "step_sizes": (1e-6 * h, 50 * h), "maximize": True}, None),
+    "ASGD": (lambda h: {"lr": h, "lambd": 0.5, "t0": 0.3 / h}, None),
 }
 
 
@@ -300,7 +314,7 @@ def order_figure(cfg: Config, results: list[Measured]) -> Figure:
     fig.supxlabel(
         f"Toy of ode-view §C: L = ½(x² + 4y²) + ¼x²y² + 0.1x⁴ from (1.5, 1); T = {cfg.horizon:g}; h ∈ {list(cfg.hs)}.\n"
         f"Maps: lr = h (SGD, EG; RMSprop with 1 − α = {C1:g}h; Adam with 1 − β = ({C1:g}h, {C2:g}h)); lr = h², μ = 1 − {GAMMA:g}h "
-        f"(Momentum, Nesterov); s = h² (NesterovSBC); meta rates {KAPPA:g}·h on top of the base's map.\n"
+        f"(Momentum, Nesterov); s = h² (NesterovSBC); meta rates {KAPPA:g}·h, trace_decay 1 − {TRACE_RATE:g}·h on top of the base's map.\n"
         "Modified equations: SGD θ' = −(g + (h/2)Hg); Momentum/Nesterov (1 − γh/2)θ'' + γθ' (+ h∇²Lθ') + ∇L = 0, started with "
         "θ₋₁ on its solution; EG θ' = −θ⊙(g + (h/2)H(θ⊙g)).",
         x=0.01, ha="left", fontsize=9)

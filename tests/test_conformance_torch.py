@@ -1,15 +1,14 @@
 """Conformance with the inputs torch declares for its own optimizers.
 
 The option grids and error inputs come from the *installed* torch
-(``torch.testing._internal.common_optimizers``: ``optim_db``, ``optim_inputs_func_sgd``,
-``optim_inputs_func_rmsprop``, ``optim_inputs_func_adam`` and the matching
-``optim_error_inputs_func_*``, for device "cpu" and float64); nothing is copied here. Each torch
-config is translated to dynopt's names: ``SGD(nesterov=True)`` → ``Nesterov``,
-``SGD(momentum≠0)`` → ``Momentum``, ``SGD(momentum=0)`` → ``SGD``, ``RMSprop`` → ``RMSprop``,
-``Adam`` → ``Adam``; every other option keeps its name.
+(``torch.testing._internal.common_optimizers``: ``optim_db``, each ``OptimizerInfo``'s
+``optim_inputs_func`` and ``optim_error_inputs_func``, for device "cpu" and float64); nothing is
+copied here. Every torch.optim optimizer that dynopt has (``TORCH_NAMES``) runs under its own name
+(``torch.optim.SGD`` config → ``dynopt.torch.SGD``, every option keeps its name); the configs of
+``SGD`` with momentum also run on the named ODE views, ``SGD(nesterov=True)`` → ``Nesterov`` and
+``SGD(momentum≠0)`` → ``Momentum`` (their other options keep their names).
 
-For every config that maps onto dynopt's hyperparameters (float64, reference: the torch.optim
-class with torch's own kwargs):
+For every config (float64, reference: the torch.optim class with torch's own kwargs):
 
 * parity over 25 steps, max |Δ| / max |θ| ≤ 1e-12 per tensor;
 * ``state_dict`` round trip through ``torch.save`` / ``torch.load(weights_only=True)``, then
@@ -33,19 +32,24 @@ the kwarg whose removal lets torch construct the optimizer.
 Skipped, with reasons (``SKIPPED_OPTIONS`` below; a test checks that every config of the grids
 is either run or skipped for one of these reasons):
 
-* ``amsgrad`` (Adam "amsgrad"): dynopt's Adam has no AMSGrad variant;
-* ``capturable`` (CUDA-only configs, absent on CPU): CUDA-graph capture is not supported;
-* ``foreach``, ``fused``, ``differentiable`` (error input "lr as Tensor doesn't work with foreach
-  & not capturable", "betas[0] as a Tensor is not supported ..."): implementation switches of
-  torch.optim; dynopt has one implementation, multi-tensor, and no such flags. torch's grids
-  leave these "global-cliquey" flags out on purpose; the variants torch derives from the grid
-  with them are not run;
-* ``decoupled_weight_decay``: dynopt's weight decay is torch's coupled L2 (AdamW is not in the zoo);
-* complex parameters (torch tests them with these same configs): dynopt refuses complex
-  parameters with a TypeError (``tests/test_validation.py``).
+* ``capturable`` (CUDA-only configs, absent on CPU): CUDA-graph capture is not supported
+  (dynopt accepts ``capturable=False`` only);
+* ``foreach``, ``fused``, ``differentiable`` (error inputs "lr as Tensor doesn't work with foreach
+  & not capturable", "betas[0] as a Tensor is not supported ..."): restrictions of torch.optim's
+  foreach implementation; dynopt accepts ``foreach`` and ignores it (every dynopt path computes the
+  same numbers), so a Tensor lr with foreach=True is no error there. torch's grids leave these
+  "global-cliquey" flags out on purpose; the variants torch derives from the grid with them are
+  not run;
+* complex parameters (torch tests them with these same configs): covered against torch.optim by
+  ``tests/test_interop.py``.
 
-Configs run (torch 2.13.0): SGD 5, Momentum 3, Nesterov 1, RMSprop 8, Adam 4; error inputs run:
-SGD 7, RMSprop 7, Adam 10 (``test_config_counts`` asserts each count is > 0).
+The reference for NAdam and ASGD keeps their 0-dim per-parameter state in float64
+(``tests/torch_references.py``: torch.optim stepping under a float64 default dtype), where torch
+otherwise rounds it to float32 (documented in their docstrings).
+
+Configs run (torch 2.13.0): SGD 9 (+ Momentum 3, Nesterov 1 as views), Adam 5, AdamW 5, NAdam 7,
+RAdam 6, Adamax 5, Adagrad 7, Adadelta 6, Rprop 5, ASGD 7, RMSprop 8; error inputs: 85 run, skipped
+the 4 with ``foreach=True`` (``test_config_counts`` asserts each count is > 0 and prints them).
 
 torch's test helpers import ``expecttest`` (a torch development dependency used only by their
 TestCase base class). When it is not installed, an empty stand-in is registered for the import and
@@ -65,6 +69,7 @@ import warnings
 
 import pytest
 import torch
+from torch_references import torch_class
 
 import dynopt.torch
 
@@ -96,34 +101,32 @@ def _torch_test_inputs():
 
 
 OPTIM_DB, ERROR_ON = _torch_test_inputs()
-INFOS = {info.name: info for info in OPTIM_DB if info.name in ("SGD", "RMSprop", "Adam")}
+TORCH_NAMES = ("SGD", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Adagrad", "Adadelta", "Rprop", "ASGD", "RMSprop")
+INFOS = {info.name: info for info in OPTIM_DB if info.name in TORCH_NAMES}
 DTYPE = torch.float64
 
 SKIPPED_OPTIONS = {
-    "amsgrad": "dynopt's Adam has no AMSGrad variant",
     "capturable": "CUDA-graph capture is not supported",
-    "foreach": "an implementation switch of torch.optim; dynopt has one (multi-tensor) implementation",
-    "fused": "an implementation switch of torch.optim; dynopt has one (multi-tensor) implementation",
-    "differentiable": "an implementation switch of torch.optim; dynopt has one (multi-tensor) implementation",
-    "decoupled_weight_decay": "dynopt's weight decay is torch's coupled L2",
+    "foreach": "a restriction of torch.optim's foreach implementation; dynopt accepts foreach and ignores it",
+    "fused": "an implementation switch of torch.optim (dynopt's fused=True compiles its own kernels)",
+    "differentiable": "dynopt's step runs under torch.no_grad",
 }
 
 
 def translate(torch_name: str, kwargs: dict) -> tuple[str, dict]:
-    """torch.optim class and kwargs -> dynopt.torch class name and kwargs; KeyError names a skipped option."""
+    """torch.optim class and kwargs -> the same dynopt.torch class and kwargs; KeyError names a skipped option."""
     for option in kwargs:
         if option in SKIPPED_OPTIONS and kwargs[option] is not False:
             raise KeyError(option)
-    kwargs = {k: v for k, v in kwargs.items() if k not in SKIPPED_OPTIONS}
-    if torch_name != "SGD":
-        return torch_name, kwargs
-    if kwargs.pop("nesterov", False):
-        return "Nesterov", kwargs
-    if kwargs.get("momentum", 0) != 0:
-        return "Momentum", kwargs
-    kwargs.pop("momentum", None)
-    kwargs.pop("dampening", None)  # torch ignores dampening without momentum
-    return "SGD", kwargs
+    return torch_name, {k: v for k, v in kwargs.items() if k not in SKIPPED_OPTIONS}
+
+
+def view(torch_name: str, kwargs: dict) -> tuple[str, dict] | None:
+    """The named ODE view of a torch.optim.SGD config with momentum (Momentum or Nesterov), or None."""
+    if torch_name != "SGD" or kwargs.get("momentum", 0) == 0:
+        return None
+    kwargs = dict(kwargs)
+    return ("Nesterov" if kwargs.pop("nesterov", False) else "Momentum"), kwargs
 
 
 CASES, SKIPPED = [], []
@@ -134,7 +137,8 @@ for _name, _info in INFOS.items():
         except KeyError as _option:
             SKIPPED.append((_name, _input.desc, _option.args[0]))
             continue
-        CASES.append(pytest.param(_name, _input.kwargs, _mine, _kwargs, id=f"{_mine}-{_name}-{_input.desc}".replace(" ", "_")))
+        for _class, _args in [(_mine, _kwargs)] + ([view(_name, _kwargs)] if view(_name, _kwargs) else []):
+            CASES.append(pytest.param(_name, _input.kwargs, _class, _args, id=f"{_class}-{_name}-{_input.desc}".replace(" ", "_")))
 
 ERROR_CASES, SKIPPED_ERRORS = [], []
 for _name, _info in INFOS.items():
@@ -153,14 +157,14 @@ def test_config_counts():
     ran = {}
     for case in CASES:
         ran[case.values[2]] = ran.get(case.values[2], 0) + 1
-    assert set(ran) == {"SGD", "Momentum", "Nesterov", "RMSprop", "Adam"} and all(n > 0 for n in ran.values()), ran
+    assert set(ran) == set(TORCH_NAMES) | {"Momentum", "Nesterov"} and all(n > 0 for n in ran.values()), ran
     errors = {}
     for case in ERROR_CASES:
         errors[case.values[0]] = errors.get(case.values[0], 0) + 1
     assert set(errors) == set(INFOS) and all(n > 0 for n in errors.values()), errors
     for _, _, option in SKIPPED + SKIPPED_ERRORS:
         assert option in SKIPPED_OPTIONS
-    assert {s[1] for s in SKIPPED} == {"amsgrad"}  # on CPU; the docstring lists it
+    assert SKIPPED == []  # on CPU every config of the grids runs
     print(f"\nconfigs run {ran}, skipped {SKIPPED}; error inputs run {errors}, skipped {len(SKIPPED_ERRORS)}")
 
 
@@ -207,7 +211,7 @@ def build(name, kwargs, params):
 
 
 def reference(torch_name, kwargs, params):
-    return INFOS[torch_name].optim_cls(params, **copy.deepcopy(kwargs))
+    return torch_class(torch_name)(params, **copy.deepcopy(kwargs))  # NAdam's, ASGD's scalar state in float64
 
 
 def both(torch_name, torch_kwargs, mine, kwargs, schedule, groups=None):
@@ -300,7 +304,11 @@ def test_group_at_lr_1e_28_does_not_move(torch_name, torch_kwargs, mine, kwargs)
     ours, theirs = both(torch_name, torch_kwargs, mine, kwargs, ["grad"] * 10, groups)
     assert_close(ours, theirs)
     start = params_of(model()[0])
-    assert_equal(ours[2:], start[2:])
+    if torch_name == "Rprop":  # lr only sets the first step size, which step_sizes[0] then bounds from below
+        assert all(not torch.equal(a, b) for a, b in zip(theirs[2:], start[2:]))
+    else:
+        assert_equal(ours[2:], start[2:])
+    assert [torch.equal(a, b) for a, b in zip(ours, start)] == [torch.equal(a, b) for a, b in zip(theirs, start)]
     assert not torch.equal(ours[0], start[0])
 
 
@@ -348,7 +356,7 @@ def test_printing_matches_torch(torch_name, torch_kwargs, mine, kwargs):
     text, ref_text = repr(opt), repr(ref)
     assert text.startswith(f"{mine} (\nParameter Group 0\n") and text.endswith(")")
     shared = sorted(set(opt.param_groups[0]) & set(ref.param_groups[0]) - {"params"})
-    assert "lr" in shared and "weight_decay" in shared
+    assert set(ref.param_groups[0]) - {"params"} <= set(opt.param_groups[0]), "dynopt's groups carry every key of torch's"
     for key in shared:  # same values; torch's defaults write weight_decay as the int 0, dynopt's as 0.0
         mine_value, ref_value = opt.param_groups[0][key], ref.param_groups[0][key]
         assert f"    {key}: {mine_value}\n" in text and f"    {key}: {ref_value}\n" in ref_text

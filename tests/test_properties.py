@@ -94,7 +94,17 @@ def hyper_strategy(h: Hyper) -> st.SearchStrategy:
 
 
 def hyperparameters(spec) -> st.SearchStrategy:
-    return st.fixed_dictionaries({h.name: hyper_strategy(h) for h in spec.hyperparams})
+    """Each hyperparameter from its own strategy, kept when the spec's joint rules accept them together
+    (``Spec.constraints``: SGD's nesterov needs momentum > 0 and dampening 0)."""
+    return st.fixed_dictionaries({h.name: hyper_strategy(h) for h in spec.hyperparams}).filter(lambda hp: _valid(spec, hp))
+
+
+def _valid(spec, hp) -> bool:
+    try:
+        spec.validate(hp)
+    except ValueError:
+        return False
+    return True
 
 
 SHAPE = st.lists(st.integers(0, 3), min_size=0, max_size=3).map(tuple)

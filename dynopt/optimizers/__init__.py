@@ -1,6 +1,11 @@
 """The zoo: one file per optimizer, each a :class:`dynopt.spec.Spec`. One line per optimizer here."""
 
+from .adadelta import adadelta as adadelta
+from .adagrad import adagrad as adagrad
 from .adam import adam as adam
+from .adamax import adamax as adamax
+from .adamw import adamw as adamw
+from .asgd import asgd as asgd
 from .eg import eg as eg
 from .meta_step import meta_adam as meta_adam
 from .meta_step import meta_momentum as meta_momentum
@@ -9,14 +14,18 @@ from .meta_step import meta_rmsprop as meta_rmsprop
 from .meta_step import meta_sgd as meta_sgd
 from .meta_step import meta_step as meta_step
 from .momentum import momentum as momentum
+from .nadam import nadam as nadam
 from .nesterov import nesterov as nesterov
 from .nesterov_sbc import nesterov_sbc as nesterov_sbc
+from .radam import radam as radam
 from .rmsprop import rmsprop as rmsprop
+from .rprop import rprop as rprop
 from .sgd import sgd as sgd
 
 # The order of the public names in dynopt.torch, dynopt.jax and dynopt.numpy.
 ZOO = (sgd, momentum, nesterov, rmsprop, adam, eg, meta_sgd, meta_momentum, meta_nesterov, meta_rmsprop, meta_adam,
-       nesterov_sbc)
+       nesterov_sbc, adamw, radam, adamax, adagrad, adadelta, rprop, nadam, asgd)
 
 __all__ = ["ZOO", "sgd", "momentum", "nesterov", "rmsprop", "adam", "eg", "meta_step",
-           "meta_sgd", "meta_momentum", "meta_nesterov", "meta_rmsprop", "meta_adam", "nesterov_sbc"]
+           "meta_sgd", "meta_momentum", "meta_nesterov", "meta_rmsprop", "meta_adam", "nesterov_sbc",
+           "adamw", "radam", "adamax", "adagrad", "adadelta", "rprop", "nadam", "asgd"]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from ..spec import Hyper, interval, nonnegative
+from dataclasses import replace
 
-__all__ = ["force", "force_jacobian", "relax", "lr_hyper", "momentum_hyper", "WEIGHT_DECAY", "MAXIMIZE"]
+from ..spec import Hyper, interval, nonnegative, unit_interval
+from ..tree import ZERO
+
+__all__ = ["force", "force_jacobian", "relax", "lr_hyper", "momentum_hyper", "WEIGHT_DECAY", "MAXIMIZE", "MAXIMIZE_KW",
+           "DECOUPLED", "betas_hyper", "eps_hyper", "moment_force", "decoupled_decay"]
 
 
 def lr_hyper(default: float) -> Hyper:
@@ -13,6 +17,31 @@ def lr_hyper(default: float) -> Hyper:
 
 WEIGHT_DECAY = Hyper("weight_decay", 0.0, "coupled L2 penalty λ: the force becomes ∇L + λθ", nonnegative)
 MAXIMIZE = Hyper("maximize", False, "ascend instead of descend: the force becomes −∇L", static=True)
+MAXIMIZE_KW = replace(MAXIMIZE, keyword_only=True)  # torch.optim puts maximize after `*`
+DECOUPLED = Hyper("decoupled_weight_decay", False, "decoupled (AdamW) weight decay: θ ← θ(1 − lr·λ) beside the step, "
+                  "instead of the L2 force λθ inside the moments", static=True)
+
+
+def betas_hyper(default=(0.9, 0.999)) -> Hyper:
+    return Hyper("betas", default, "decays (β₁, β₂) of the two moments", unit_interval, length=2)
+
+
+def eps_hyper(default: float, doc: str = "ε added to the root of the second moment") -> Hyper:
+    return Hyper("eps", default, doc, interval(0.0), label="epsilon value")
+
+
+def moment_force(hp, grad, param, decoupled=None):
+    """The force the moments average: ±∇L, plus the coupled L2 term λθ unless the decay is decoupled."""
+    decoupled = getattr(hp, "decoupled_weight_decay", False) if decoupled is None else decoupled
+    if decoupled:
+        return -grad if getattr(hp, "maximize", False) else grad
+    return force(hp, grad, param)
+
+
+def decoupled_decay(hp, param, decoupled=None):
+    """−lr·λ·θ, the decoupled (AdamW) decay of one step (torch: θ ← θ(1 − lr·λ)), or ZERO (free to add) when coupled."""
+    decoupled = getattr(hp, "decoupled_weight_decay", False) if decoupled is None else decoupled
+    return -hp.lr * (hp.weight_decay * param) if decoupled else ZERO  # λθ first: a float32 scheduled lr times λ would round
 
 
 def momentum_hyper(default: float, *, positive: bool = False) -> Hyper:

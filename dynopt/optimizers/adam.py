@@ -1,77 +1,103 @@
-r"""Adam: RMSprop with a momentum average and bias correction, written through the public spec API.
+r"""Adam (with AMSGrad and decoupled weight decay): RMSprop with a momentum average and bias correction.
 
-This file is the proof that a new optimizer is one file: it uses only :mod:`dynopt.spec` and
-the shared force; both backends and the ODE driver pick it up with no change.
-
-ODE (state θ, the first moment m and the second moment v; F = ∇L + λθ; n = time/h)::
+ODE (state θ, the first moment m and the second moment v; F = ±∇L, plus λθ when the decay is
+coupled; n = time/h)::
 
     m' = c₁ (F − m),   v' = c₂ (F⊙F − v),    c_i = (1 − β_i)/h
-    θ' = −m̂ ⊘ (√v̂ + ε),   m̂ = m / (1 − β₁ⁿ),   v̂ = v / (1 − β₂ⁿ)
+    θ' = −m̂ ⊘ (√v̂ + ε)  [− λθ, decoupled],   m̂ = m / (1 − β₁ⁿ),   v̂ = v / (1 − β₂ⁿ)
+
+``amsgrad=True`` normalizes by the running maximum w of v instead (w = max_{s ≤ t} v(s)): in the
+statement ``w ← max(w, v_new)``, i.e. h·w' = max(w, v + h·v') − w, which tends to w' = (v')₊ while
+w = v and w' = 0 while w > v.
 
 Scheme (torch.optim.Adam form)::
 
-    m_t = β₁ m_{t−1} + (1 − β₁) F;     v_t = β₂ v_{t−1} + (1 − β₂) F⊙F
-    θ_t = θ_{t−1} − lr/(1 − β₁ᵗ) · m_t ⊘ (√v_t / √(1 − β₂ᵗ) + ε)
+    m_t = β₁ m_{t−1} + (1 − β₁) F;     v_t = β₂ v_{t−1} + (1 − β₂) F⊙F;    w_t = max(w_{t−1}, v_t)  (amsgrad)
+    θ_t = θ_{t−1} [− lr·λ·θ_{t−1}, decoupled] − lr/(1 − β₁ᵗ) · m_t ⊘ (√(v_t or w_t) / √(1 − β₂ᵗ) + ε)
 
 Hyperparameter map: h = lr and c_i = (1 − β_i)/lr; step k at ODE time k·lr. As lr → 0 with the
-betas fixed, the averages are fast and the flow is the sign-like θ' = −F ⊘ (|F| + ε). In the
-ODE the bias correction of the first step is held on [0, h] (n is clamped at 1), where
-m/(1 − β₁ⁿ) would otherwise be 0/0.
+betas fixed, the averages are fast and the flow is the sign-like θ' = −F ⊘ (|F| + ε) (Barakat &
+Bianchi). In the ODE the bias correction of the first step is held on [0, h] (n is clamped at 1),
+where m/(1 − β₁ⁿ) would otherwise be 0/0. Order 1 (fitted in tests/test_ode.py, AMSGrad and
+decoupled decay included).
 
-Conventions: equals ``torch.optim.Adam(params, lr, betas, eps, weight_decay, maximize=...)``
-(coupled L2 weight decay, no amsgrad) and ``optax.adam(lr, b1, b2, eps)`` (eps_root = 0; chain
-``optax.add_decayed_weights`` first for weight decay). The hyperparameter is ``betas=(β₁, β₂)``
-on both backends, as in torch.
+Conventions: ``dynopt.torch.Adam`` is a drop-in for ``torch.optim.Adam``: the same arguments in the
+same positions (lr, betas, eps, weight_decay, amsgrad; ``maximize`` and ``decoupled_weight_decay``
+keyword-only), defaults, state (``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq`` with amsgrad) and
+numbers. ``decoupled_weight_decay=True`` is AdamW (:mod:`dynopt.optimizers.adamw`, whose class
+fixes it), so an AdamW checkpoint loads into Adam and continues as AdamW, as in torch.optim; a
+state_dict whose groups set ``decoupled_weight_decay`` but not ``amsgrad`` (torch.optim.RAdam's)
+is refused. In optax: ``optax.adam(lr, b1, b2, eps)`` (eps_root = 0; chain
+``optax.add_decayed_weights`` first for coupled decay), ``optax.adamw`` for decoupled decay.
+``optax.amsgrad`` differs: it takes the maximum of the *bias-corrected* v̂, torch and dynopt of the
+raw v (then correct it). The hyperparameter is ``betas=(β₁, β₂)`` on both backends, as in torch.
 
 References:
     D. P. Kingma and J. Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, arXiv:1412.6980.
-    A. Barakat and P. Bianchi, "Convergence and Dynamical Behavior of the ADAM Algorithm", 2021.
+    S. J. Reddi, S. Kale, S. Kumar, "On the Convergence of Adam and Beyond", ICLR 2018 (AMSGrad).
+    I. Loshchilov and F. Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, arXiv:1711.05101.
+    A. Barakat and P. Bianchi, "Convergence and Dynamical Behavior of the ADAM Algorithm for
+    Nonconvex Stochastic Optimization", SIAM J. Optim. 31(1), 2021, arXiv:1810.02263.
 """
 
 from __future__ import annotations
 
-from ..spec import Hyper, Spec, interval, is_static_zero, register, unit_interval
-from ._common import MAXIMIZE, WEIGHT_DECAY, force, lr_hyper, relax
+from dataclasses import replace
+
+from ..schemes import SemiImplicitEuler
+from ..spec import Hyper, is_static_zero, register
+from ..statement import Drift, Relax, from_statement
+from ._common import DECOUPLED, MAXIMIZE_KW, WEIGHT_DECAY, betas_hyper, decoupled_decay, eps_hyper, lr_hyper, moment_force
+
+AMSGRAD = Hyper("amsgrad", False, "AMSGrad: normalize by the running maximum of the second moment", static=True)
 
 
-def update(o, hp, t, grad, param, state):
+def state(hp):
+    return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if hp.amsgrad else ())
+
+
+def moments(o, hp, t, x, decoupled):
+    """Adam's terms; ``decoupled``: the weight decay is AdamW's (a drift of θ), not a force in the moments."""
     beta1, beta2 = hp.betas
-    g = force(hp, grad, param)
-    exp_avg = beta1 * state.exp_avg + (1 - beta1) * g
-    exp_avg_sq = beta2 * state.exp_avg_sq + (1 - beta2) * g * g
+    g = moment_force(hp, x.grad, x.param, decoupled)
+    if hp.amsgrad:  # the new v, formed before its term so that the field sees v + h·v' too
+        v_next = beta2 * x.exp_avg_sq + (1 - beta2) * (g * g)
+    yield Relax("exp_avg", beta1, g)  # m ← β₁m + (1 − β₁)F
+    yield Relax("exp_avg_sq", beta2, g * g)  # v ← β₂v + (1 − β₂)F²
+    second = x.exp_avg_sq
+    if hp.amsgrad:
+        yield Relax("max_exp_avg_sq", 0, o.maximum(x.max_exp_avg_sq, v_next))  # w ← max(w, v): decay 0 assigns
+        second = x.max_exp_avg_sq
     step_size = hp.lr / (1 - beta1**t)
-    denom = o.sqrt(exp_avg_sq) / o.sqrt(1 - beta2**t) + hp.eps
-    return -step_size * exp_avg / denom, {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+    denom = o.sqrt(second) / o.sqrt(1 - beta2**t) + hp.eps
+    yield Drift("param", decoupled_decay(hp, x.param, decoupled) - step_size * x.exp_avg / denom)  # θ ← θ − lr·m̂/(√v̂ + ε)
 
 
-def vector_field(o, hp, time, param, state, grad):
-    beta1, beta2 = hp.betas
-    h = hp.lr
-    n = max(time / h, 1.0)
-    g = force(hp, grad, param)
-    m_hat = state.exp_avg / (1 - beta1**n)
-    v_hat = state.exp_avg_sq / (1 - beta2**n)
-    rates = {"exp_avg": relax(state.exp_avg, g, beta1, h), "exp_avg_sq": relax(state.exp_avg_sq, g * g, beta2, h)}
-    return -m_hat / (o.sqrt(v_hat) + hp.eps), rates
+def adaptive_moments(o, hp, t, x):
+    yield from moments(o, hp, t, x, hp.decoupled_weight_decay)
 
 
 adam = register(
-    Spec(
+    from_statement(
         name="Adam",
         hyperparams=(
             lr_hyper(1e-3),
-            Hyper("betas", (0.9, 0.999), "decays (β₁, β₂) of the two moments", unit_interval, length=2),
-            Hyper("eps", 1e-8, "ε added to the root of the second moment", interval(0.0), label="epsilon value"),
+            betas_hyper(),
+            eps_hyper(1e-8),
             WEIGHT_DECAY,
-            MAXIMIZE,
+            AMSGRAD,
+            MAXIMIZE_KW,
+            replace(DECOUPLED, keyword_only=True),  # after torch.optim.Adam's `*`
         ),
-        state=lambda hp: ("exp_avg", "exp_avg_sq"),
-        update=update,
-        vector_field=vector_field,
+        state=state,
+        statement=adaptive_moments,
+        scheme=SemiImplicitEuler(),
+        formula="m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; θ ← θ − lr·m̂/(√v̂ + ε)",
         time_step=lambda hp: hp.lr,
         needs_params=lambda hp: not is_static_zero(hp.weight_decay),
+        group_keys=("amsgrad", "decoupled_weight_decay"),  # torch.optim.RAdam's state_dict has the second only
+        smooth=lambda hp: not hp.amsgrad,  # AMSGrad's running maximum
         ode="θ' = −m̂ ⊘ (√v̂ + ε), m' = c₁(∇L − m), v' = c₂(∇L² − v)",
-        scheme="Euler with bias correction: m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; θ ← θ − lr·m̂/(√v̂ + ε)",
         hyper_map="h = lr, c_i = (1 − β_i)/lr",
         doc=__doc__,
     )

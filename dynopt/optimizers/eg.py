@@ -42,6 +42,11 @@ This is not the mirror flow of a modified loss in general.
 Start and constraints:
     * ``positive`` and ``simplex`` need every entry of every parameter > 0 (ValueError otherwise,
       naming the param group and index); a ``simplex`` axis that the parameter lacks is a ValueError.
+    * In JAX the check runs in ``init``, and only outside ``jit``: a jitted ``init`` sees tracers,
+      raises nothing, and EG runs on the entries as they are. With ``positive`` a zero entry stays 0
+      and a negative one keeps its sign and is multiplied by exp(−lr·F) too, so it moves up the loss;
+      ``simplex`` also divides by Σθ, which may be ≤ 0 (inf, NaN, flipped signs); a missing axis
+      is then jax's ValueError when ``update`` is traced. Call ``init`` outside ``jit`` to be checked.
     * A positive parameter that starts off the simplex is projected onto it (rescaled to sum U,
       the KL projection) by the first step, which therefore moves it by more than lr·F.
     * ``signed`` variants split θ₀ as w± = (√(θ₀² + 4c²) ± θ₀)/2, so w⁺ − w⁻ = θ₀ and w⁺ ⊙ w⁻ = c²
@@ -62,7 +67,9 @@ References:
 
 from __future__ import annotations
 
-from ..spec import Hyper, Spec, interval, one_of, optional_int, register
+from ..schemes import MirrorEuler
+from ..spec import Hyper, interval, one_of, optional_int, register
+from ..statement import Define, Mirror, Normalize, from_statement
 from ._common import MAXIMIZE, WEIGHT_DECAY, force, force_jacobian, lr_hyper
 
 SIGNED = ("signed", "signed_simplex")
@@ -90,27 +97,24 @@ def check_param(o, hp, leaf):
     return None
 
 
-def update(o, hp, t, grad, param, state):
-    exponent = -hp.lr * force(hp, grad, param)
-    if hp.variant == "positive":
-        return param * o.expm1(exponent), {}
-    if hp.variant == "simplex":
-        weights = param * o.exp(exponent - o.max_along(exponent, hp.axis))
-        return hp.total * weights / o.sum_along(weights, hp.axis) - param, {}
-    shift = o.max_along(o.abs(exponent), hp.axis) if hp.variant == "signed_simplex" else 0
-    w_plus = state.w_plus * o.exp(exponent - shift)
-    w_minus = state.w_minus * o.exp(-exponent - shift)
-    if hp.variant == "signed_simplex":
-        scale = hp.total / o.sum_along(w_plus + w_minus, hp.axis)
-        w_plus, w_minus = w_plus * scale, w_minus * scale
-    return (w_plus - w_minus) - param, {"w_plus": w_plus, "w_minus": w_minus}
+def mirror_descent(o, hp, t, x):
+    exponent = -hp.lr * force(hp, x.grad, x.param)  # the Euler step of log θ (log w±)
+    normalized = hp.variant in NORMALIZED
+    if hp.variant not in SIGNED:
+        shift = o.max_along(exponent, hp.axis) if normalized else 0  # against overflow; the projection removes it
+        yield Mirror("param", exponent, shift)  # θ ← θ ⊙ exp(−lr·F)
+        if normalized:
+            yield Normalize(("param",), hp.axis, hp.total)  # θ ← U·θ/Σθ
+        return
+    shift = o.max_along(o.abs(exponent), hp.axis) if normalized else 0
+    yield Mirror("w_plus", exponent, shift)  # w⁺ ← w⁺ ⊙ exp(−lr·F)
+    yield Mirror("w_minus", -exponent, shift)  # w⁻ ← w⁻ ⊙ exp(lr·F)
+    if normalized:
+        yield Normalize(("w_plus", "w_minus"), hp.axis, hp.total)  # w± ← U·w±/Σ(w⁺ + w⁻)
+    yield Define("param", lambda v: v.w_plus - v.w_minus)  # θ = w⁺ − w⁻
 
 
-def vector_field(o, hp, time, param, state, grad):
-    return mirror_flow(o, hp, param, state, force(hp, grad, param))
-
-
-def modified_field(o, hp, time, param, state, grad, hvp):
+def modified_field(o, hp, time, grad, param, state, hvp):
     f = force(hp, grad, param)
     if hp.variant == "positive":
         q = param * f
@@ -135,7 +139,7 @@ def mirror_flow(o, hp, param, state, f):
 
 
 eg = register(
-    Spec(
+    from_statement(
         name="EG",
         hyperparams=(
             lr_hyper(0.1),
@@ -150,13 +154,13 @@ eg = register(
         state=state,
         initial_state=initial_state,
         check_param=check_param,
-        update=update,
-        vector_field=vector_field,
+        statement=mirror_descent,
+        scheme=MirrorEuler,
+        formula="θ ← θ⊙exp(−lr∇L), then normalize (simplex)",
         modified_field=modified_field,
         time_step=lambda hp: hp.lr,
         needs_params=lambda hp: True,
         ode="(log θ)' = −∇L (θ' = −θ⊙∇L; replicator flow on the simplex)",
-        scheme="Euler in log coordinates: θ ← θ⊙exp(−lr∇L), then normalize (simplex)",
         hyper_map="h = lr",
         doc=__doc__,
     )

@@ -46,39 +46,31 @@ References:
 
 from __future__ import annotations
 
-from ..spec import Hyper, Spec, is_static_zero, register, unit_interval
+from ..schemes import SemiImplicitEuler
+from ..spec import Hyper, is_static_zero, register, unit_interval
+from ..statement import Drift, Leak, from_statement
 from ._common import MAXIMIZE, WEIGHT_DECAY, force, lr_hyper, momentum_hyper
 
 
-def update(o, hp, t, grad, param, state):
+def heavy_ball(o, hp, t, x):
     # torch starts the buffer at b_1 = g_1, and ignores dampening when momentum is 0
-    damping = 1 - hp.dampening * (t > 1) * (hp.momentum != 0)
-    buffer = hp.momentum * state.momentum_buffer + damping * force(hp, grad, param)
-    return -hp.lr * buffer, {"momentum_buffer": buffer}
-
-
-def heavy_ball_flow(hp, buffer, drive):
-    """θ' = −h·b, b' = (drive − (1 − μ)b)/h with h = √lr: the damped oscillator in buffer units."""
-    h = hp.lr**0.5
-    return -h * buffer, {"momentum_buffer": (drive - (1 - hp.momentum) * buffer) / h}
-
-
-def vector_field(o, hp, time, param, state, grad):
-    return heavy_ball_flow(hp, state.momentum_buffer, (1 - hp.dampening) * force(hp, grad, param))
+    damping = 1 - getattr(hp, "dampening", 0) * (t > 1) * (hp.momentum != 0)
+    yield Leak("momentum_buffer", hp.momentum, damping * force(hp, x.grad, x.param))  # b ← μb + (1 − τ)F(θ)
+    yield Drift("param", -hp.lr * x.momentum_buffer)  # θ ← θ − lr·b
 
 
 def modified_heavy_ball_flow(hp, buffer, drive):
-    """(1 − γh/2)θ'' + γθ' = −drive in buffer units: the heavy-ball rates divided by (1 + μ)/2."""
-    d_theta, rates = heavy_ball_flow(hp, buffer, drive)
-    return d_theta, {"momentum_buffer": rates["momentum_buffer"] * (2 / (1 + hp.momentum))}
+    """(1 − γh/2)θ'' + γθ' = −drive in buffer units: θ' = −h·b, b' = (drive − (1 − μ)b)/(h(1 + μ)/2), h = √lr."""
+    h = hp.lr**0.5
+    return -h * buffer, {"momentum_buffer": (drive - (1 - hp.momentum) * buffer) / h * (2 / (1 + hp.momentum))}
 
 
-def modified_field(o, hp, time, param, state, grad, hvp):
+def modified_field(o, hp, time, grad, param, state, hvp):
     return modified_heavy_ball_flow(hp, state.momentum_buffer, (1 - hp.dampening) * force(hp, grad, param))
 
 
 momentum = register(
-    Spec(
+    from_statement(
         name="Momentum",
         hyperparams=(
             lr_hyper(1e-3),
@@ -88,13 +80,16 @@ momentum = register(
             MAXIMIZE,
         ),
         state=lambda hp: ("momentum_buffer",),
-        update=update,
-        vector_field=vector_field,
+        statement=heavy_ball,
+        scheme=SemiImplicitEuler(),
+        formula="b ← μb + ∇L(θ); θ ← θ − lr·b",
         modified_field=modified_field,
         time_step=lambda hp: hp.lr**0.5,
         needs_params=lambda hp: not is_static_zero(hp.weight_decay),
+        implies={"nesterov": False},  # torch.optim.SGD(momentum=μ) is heavy ball with nesterov=False
+        counts_steps=lambda hp: False,  # t enters only as t > 1 (the first buffer)
+        sparse_grads=True,
         ode="θ'' + γθ' + ∇L(θ) = 0",
-        scheme="semi-implicit Euler: b ← μb + ∇L(θ); θ ← θ − lr·b",
         hyper_map="lr = h², μ = 1 − γh",
         doc=__doc__,
     )

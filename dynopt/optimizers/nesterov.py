@@ -38,39 +38,34 @@ References:
 
 from __future__ import annotations
 
-from ..spec import Spec, is_static_zero, register
+from ..schemes import Lookahead
+from ..spec import is_static_zero, register
+from ..statement import from_statement
 from ._common import MAXIMIZE, WEIGHT_DECAY, force, force_jacobian, lr_hyper, momentum_hyper
-from .momentum import heavy_ball_flow, modified_heavy_ball_flow
+from .momentum import heavy_ball, modified_heavy_ball_flow
 
 
-def update(o, hp, t, grad, param, state):
-    g = force(hp, grad, param)
-    buffer = hp.momentum * state.momentum_buffer + g
-    return -hp.lr * (g + hp.momentum * buffer), {"momentum_buffer": buffer}
-
-
-def vector_field(o, hp, time, param, state, grad):
-    return heavy_ball_flow(hp, state.momentum_buffer, force(hp, grad, param))
-
-
-def modified_field(o, hp, time, param, state, grad, hvp):
+def modified_field(o, hp, time, grad, param, state, hvp):
     buffer = state.momentum_buffer
     drive = force(hp, grad, param) - hp.lr * force_jacobian(hp, hvp, buffer)  # θ' = −h·b: h J_F θ' = −lr J_F b
     return modified_heavy_ball_flow(hp, buffer, drive)
 
 
 nesterov = register(
-    Spec(
+    from_statement(
         name="Nesterov",
         hyperparams=(lr_hyper(1e-3), momentum_hyper(0.9, positive=True), WEIGHT_DECAY, MAXIMIZE),
         state=lambda hp: ("momentum_buffer",),
-        update=update,
-        vector_field=vector_field,
+        statement=heavy_ball,  # the heavy-ball ODE; only the scheme differs
+        scheme=Lookahead(),
+        formula="b ← μb + ∇L(θ); θ ← θ − lr·(μb + ∇L(θ))",
         modified_field=modified_field,
         time_step=lambda hp: hp.lr**0.5,
         needs_params=lambda hp: not is_static_zero(hp.weight_decay),
+        implies={"nesterov": True, "dampening": 0},  # torch.optim.SGD(momentum=μ, nesterov=True)
+        counts_steps=lambda hp: False,
+        sparse_grads=True,
         ode="θ'' + γθ' + ∇L(θ) = 0 (+ h∇²L θ' at next order)",
-        scheme="look-ahead Euler: b ← μb + ∇L(θ); θ ← θ − lr·(∇L(θ) + μb)",
         hyper_map="lr = h², μ = 1 − γh",
         doc=__doc__,
     )

@@ -54,7 +54,7 @@ def update(o, hp, t, grad, param, state):
     return step + lookahead, {"lookahead": lookahead}
 
 
-def vector_field(o, hp, time, param, state, grad):
+def vector_field(o, hp, time, grad, param, state):
     h = hp.lr**0.5
     f = force(hp, grad, param)
     if time > 0:  # the ODE clock is a concrete float here, never a traced hyperparameter

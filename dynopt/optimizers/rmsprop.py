@@ -37,8 +37,10 @@ References:
 
 from __future__ import annotations
 
-from ..spec import Hyper, Spec, interval, is_static_zero, register, unit_interval
-from ._common import MAXIMIZE, WEIGHT_DECAY, force, lr_hyper, momentum_hyper, relax
+from ..schemes import SemiImplicitEuler
+from ..spec import Hyper, interval, is_static_zero, register, unit_interval
+from ..statement import Drift, Leak, Relax, from_statement
+from ._common import MAXIMIZE_KW, WEIGHT_DECAY, force, lr_hyper, momentum_hyper
 
 
 def state(hp):
@@ -55,54 +57,40 @@ def scale(o, hp, variance):
     return o.sqrt(variance + hp.eps) if hp.eps_in_sqrt else o.sqrt(variance) + hp.eps
 
 
-def variance(hp, square_avg, grad_avg):
-    return square_avg - grad_avg * grad_avg if hp.centered else square_avg
-
-
-def update(o, hp, t, grad, param, state):
-    g = force(hp, grad, param)
-    new = {"square_avg": hp.alpha * state.square_avg + (1 - hp.alpha) * g * g}
+def preconditioned_flow(o, hp, t, x):
+    g = force(hp, x.grad, x.param)
+    yield Leak("square_avg", hp.alpha, (1 - hp.alpha) * g * g)  # v ← αv + (1 − α)F², rounded as torch.optim does
     if hp.centered:
-        new["grad_avg"] = hp.alpha * state.grad_avg + (1 - hp.alpha) * g
-    step = g / scale(o, hp, variance(hp, new["square_avg"], new.get("grad_avg")))
-    if "momentum_buffer" in state.__dict__:
-        step = new["momentum_buffer"] = hp.momentum * state.momentum_buffer + step
-    return -hp.lr * step, new
-
-
-def vector_field(o, hp, time, param, state, grad):
-    h = hp.lr
-    g = force(hp, grad, param)
-    rates = {"square_avg": relax(state.square_avg, g * g, hp.alpha, h)}
-    if hp.centered:
-        rates["grad_avg"] = relax(state.grad_avg, g, hp.alpha, h)
-    direction = g / scale(o, hp, variance(hp, state.square_avg, getattr(state, "grad_avg", None)))
-    if "momentum_buffer" in state.__dict__:
-        rates["momentum_buffer"] = (direction - (1 - hp.momentum) * state.momentum_buffer) / h
-        return -state.momentum_buffer, rates
-    return -direction, rates
+        yield Relax("grad_avg", hp.alpha, g)  # ḡ ← αḡ + (1 − α)F
+    variance = x.square_avg - x.grad_avg * x.grad_avg if hp.centered else x.square_avg
+    direction = g / scale(o, hp, variance)
+    if "momentum_buffer" in state(hp):
+        yield Leak("momentum_buffer", hp.momentum, direction)  # b ← μb + F/D
+        direction = x.momentum_buffer
+    yield Drift("param", -hp.lr * direction)  # θ ← θ − lr·(F/D or b)
 
 
 rmsprop = register(
-    Spec(
+    from_statement(
         name="RMSprop",
         hyperparams=(
             lr_hyper(1e-2),
             Hyper("alpha", 0.99, "decay α of the mean square (c = (1 − α)/h)", unit_interval),
             Hyper("eps", 1e-8, "ε added to the root mean square", interval(0.0, low_open=False), label="epsilon value"),
-            Hyper("eps_in_sqrt", False, "put ε inside the square root (optax/Keras/TF form)", static=True),
+            Hyper("eps_in_sqrt", False, "put ε inside the square root (optax/Keras/TF form)", static=True,
+                  keyword_only=True),  # not in torch.optim.RMSprop: positional calls bind as there
             WEIGHT_DECAY,
             momentum_hyper(0.0),
             Hyper("centered", False, "divide by the standard deviation √(v − ḡ²) instead of √v", static=True),
-            MAXIMIZE,
+            MAXIMIZE_KW,
         ),
         state=state,
-        update=update,
-        vector_field=vector_field,
+        statement=preconditioned_flow,
+        scheme=SemiImplicitEuler(),
+        formula="v ← αv + (1−α)g²; θ ← θ − lr·g/(√v + ε)",
         time_step=lambda hp: hp.lr,
         needs_params=lambda hp: not is_static_zero(hp.weight_decay),
         ode="θ' = −∇L ⊘ (√v + ε), v' = c(∇L² − v)",
-        scheme="partitioned Euler, v first: v ← αv + (1−α)g²; θ ← θ − lr·g/(√v + ε)",
         hyper_map="h = lr, c = (1 − α)/lr",
         doc=__doc__,
     )
