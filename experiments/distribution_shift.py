@@ -8,9 +8,10 @@ switch to new ones halfway. Four optimizers start from w = 0 with the same lr = 
 * SGD with a cosine schedule lr_k = lr·(1 + cos(πk/T))/2 over the whole run (it has decayed to
   lr/2 at the switch and cannot know that the problem changed);
 * MetaSGD, rule "hd" (Baydin et al.'s hypergradient descent, α_t = α_{t−1} + β g_t·g_{t−1}), with
-  Baydin's β = 1e-3 for SGD-HD, i.e. ``meta_lr`` = β/lr² = 10 in dynopt's units;
-* MetaSGD, rule "eg" (exponentiated gradient on the scale, cosine alignment), ``meta_lr`` = 0.05,
-  the value of the step-size-insensitivity experiment.
+  Baydin's β = 1e-3 for SGD-HD, i.e. ``meta_lr`` = β/lr² = 10 in dynopt's units, and Baydin's
+  one-step hypergradient from α₀ = lr (``trace_decay=0``, ``initial_scale=1``);
+* MetaSGD with the library defaults (rule "eg": exponentiated gradient on the scale, cosine
+  alignment against the trace of the steps, s₀ = 0.01, so its first ~100 steps are a warm-up).
 
 The other meta hyperparameters keep their defaults (all of them are written on the figure and in
 ``config.json``). The first panel is the population
@@ -57,22 +58,24 @@ class Config:
     window: int = 100  # steps after the switch over which the re-growth is measured
     lr: float = 0.01
     hd_beta: float = 1e-3  # Baydin's β; dynopt's meta_lr for rule "hd" is β / lr²
-    eg_meta_lr: float = 0.05
+    eg_meta_lr: float | None = None  # None: the library default
     backend: str = "numpy"
     seed: int = 0
 
     @classmethod
     def fast(cls, **overrides) -> "Config":
-        """A quick configuration: 400 steps, switch at 200."""
-        return cls(**{"steps": 400, "switch": 200, **overrides})
+        """A quick configuration: 600 steps, switch at 300 (after the eg warm-up from s₀)."""
+        return cls(**{"steps": 600, "switch": 300, **overrides})
 
     def methods(self) -> dict[str, tuple[str, dict[str, Any], bool]]:
         """label -> (optimizer, hyperparameters, cosine schedule?)."""
         return {
             "SGD, fixed lr": ("SGD", {"lr": self.lr}, False),
             "SGD, cosine schedule": ("SGD", {"lr": self.lr}, True),
-            "MetaSGD, rule 'hd'": ("MetaSGD", {"lr": self.lr, "rule": "hd", "meta_lr": self.hd_beta / self.lr**2}, False),
-            "MetaSGD, rule 'eg'": ("MetaSGD", {"lr": self.lr, "rule": "eg", "meta_lr": self.eg_meta_lr}, False),
+            "MetaSGD, rule 'hd'": ("MetaSGD", {"lr": self.lr, "rule": "hd", "meta_lr": self.hd_beta / self.lr**2,
+                                               "trace_decay": 0.0, "initial_scale": 1.0}, False),
+            "MetaSGD, rule 'eg'": ("MetaSGD", {"lr": self.lr, "rule": "eg",
+                                               **({} if self.eg_meta_lr is None else {"meta_lr": self.eg_meta_lr})}, False),
         }
 
     def budget_text(self) -> str:

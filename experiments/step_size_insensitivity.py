@@ -1,7 +1,7 @@
 """Step-size insensitivity: final loss against the initial lr for SGD, Momentum, RMSprop and their meta versions.
 
 Each base optimizer and its meta-adapted version (``MetaSGD``, ``MetaMomentum``, ``MetaRMSprop``:
-the base step scaled by a global s learned online, effective lr = lr·s, s₀ = 1) runs from the
+the base step scaled by a global s learned online, effective lr = lr·s) runs from the
 same start for a fixed number of steps at every initial lr of the same log grid (1e-4 … 1), on
 
 (a) an ill-conditioned quadratic L(θ) = ½θᵀAθ in 20 dimensions, eigenvalues log-spaced in
@@ -18,15 +18,13 @@ same start for a fixed number of steps at every initial lr of the same log grid 
 The gradient is analytic in NumPy; with ``--backend torch`` or ``jax`` it comes from that
 framework's autograd of the same formula (and the optimizer is ``dynopt.torch``/``dynopt.jax``).
 
-One meta_lr for every meta version: γ = 0.05 with rule "eg"; the other meta hyperparameters keep
-their defaults (all of them are written on the figure and in ``config.json``). Under "eg", log s
-grows by at most γ per step, so s needs at least ln(10⁴)/γ ≈ 184 steps to cross the four
-decades of the grid: 37 % of the 500-step quadratic horizon and 61 % of the 300-step digits one.
-The library default γ = 0.02 needs 460 steps, more than either horizon, so the runs started at
-the ends of the grid could not reach a good step in time. A larger γ is not needed for that, and
-it lets s overshoot further past the stability limit before the alignment turns (log s moves by
-γ per step while the unstable mode grows from round-off to dominance), so we take the smallest
-of 0.02, 0.05, 0.1 that fits both horizons.
+The meta versions run with the library defaults (``Config.meta`` is empty: rule "eg", γ = 0.07,
+the trace ρ = 0.97, s₀ = 0.01; all of them are written on the figure and in ``config.json``).
+Under "eg", log s grows by at most γ per step, so from s₀ = 0.01 s needs at least
+ln(10⁴·100)/γ ≈ 200 steps to cross the four decades of the grid and the warm-up: 40 % of the
+500-step quadratic horizon and 66 % of the 300-step digits one. (Until issue 13 this experiment set
+γ = 0.05 with s₀ = 1 and ρ = 0, because the default γ = 0.02 of then needed 460 steps.) The
+experiment ``meta_anchors`` runs every wrapper, minibatches and the anchors users pick instead.
 
 Divergence, stated explicitly: a run *diverged* when its final loss is non-finite or above its
 initial loss L(θ₀) (it ended worse than it started). The table gives, per optimizer, the number of
@@ -331,7 +329,7 @@ class Config:
     fixed: dict[str, dict] = field(
         default_factory=lambda: {"SGD": {}, "Momentum": {"momentum": 0.9}, "RMSprop": {"alpha": 0.99, "eps": 1e-8}}
     )
-    meta: dict[str, Any] = field(default_factory=lambda: {"meta_lr": 0.05, "rule": "eg"})
+    meta: dict[str, Any] = field(default_factory=dict)  # empty: the library defaults
     steps: dict[str, int] = field(default_factory=lambda: {"quadratic": 500, "digits": 300})
     grid_size: int = 13
     lr_min: float = 1e-4
@@ -364,7 +362,7 @@ class Config:
         return (
             f"Every optimizer runs at the same {self.grid_size} log-spaced initial lrs in [{self.lr_min:.0e}, {self.lr_max:.0e}]; "
             f"horizon {horizons}; fixed: {fixed}.\n"
-            f"Meta versions: Meta<base>({meta}); effective lr = lr·s, s₀ = 1 adapted online.\n"
+            f"Meta versions: Meta<base>({meta}); effective lr = lr·s, s adapted online from s₀.\n"
             "Diverged = final loss non-finite or > L(θ₀): drawn above L(θ₀), one row per optimizer (× base, + meta), and counted as L(θ₀) in worst/best."
         )
 
@@ -459,7 +457,8 @@ def figure(cfg: Config, results: dict[str, dict]) -> Figure:
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=len(cfg.bases), fontsize="small", title="worst/best final loss over the grid (diverged = L(θ₀)) [number diverged]",
                   title_fontsize="small")
     fig.suptitle("Final loss against the initial learning rate: base optimizers (solid) and their meta-adapted "
-                 f"step sizes (dashed, rule {cfg.meta['rule']!r}, γ = {cfg.meta['meta_lr']})", fontsize="large")
+                 f"step sizes (dashed, library defaults: rule {meta_hyper(cfg.meta)['rule']!r}, γ = {meta_hyper(cfg.meta)['meta_lr']})",
+                 fontsize="large")
     fig.legend(handles=[Line2D([], [], ls="none", marker="x", ms=8, mew=2, color="0.2", label="diverged, base"),
                         Line2D([], [], ls="none", marker="+", ms=9, mew=2, color="0.2", label="diverged, meta")],
                loc="outside right upper", fontsize="small")

@@ -58,7 +58,9 @@ def test_insensitivity_writes_figure_losses_and_table(insensitivity):
     assert np.allclose(data["lr_grid"], np.logspace(-4, 0, cfg.grid_size))
     summary = json.loads((out / "config.json").read_text())
     assert summary["budget"]["runs_per_optimizer"] == cfg.grid_size
-    assert summary["config"]["meta"] == {"meta_lr": 0.05, "rule": "eg"}
+    assert summary["config"]["meta"] == {}  # the library defaults (issue 13; before: meta_lr=0.05)
+    assert summary["meta_hyperparameters"] == {k: v if not isinstance(v, tuple) else list(v) for k, v in
+                                               step_size_insensitivity.meta_hyper({}).items()}
     for problem in cfg.problems:
         table = summary["problems"][problem]["table"]
         assert set(table) == {"SGD", "Momentum", "RMSprop", "MetaSGD", "MetaMomentum", "MetaRMSprop"}

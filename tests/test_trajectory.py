@@ -152,8 +152,9 @@ def test_meta_step_sizes_agree_across_backends(name, hyper):
     runs = {b: run(name, hyper, "quadratic", 120, with_flow=False, backend=b) for b in BACKENDS}
     reference = runs["numpy"].step_sizes
     assert reference.shape == (120,) and np.all(np.isfinite(reference))
-    assert reference[0] == hyper["lr"], "s₀ = 1: the first step is the base's"
-    assert reference.max() > 10 * hyper["lr"], "from a too-small lr the scale should grow"
+    s0 = dynopt.REGISTRY[name].defaults["initial_scale"]  # the first step is s₀ times the base's (issue 13: s₀ = 0.01)
+    assert reference[0] == hyper["lr"] * s0, "the first step is s₀ times the base's"
+    assert reference.max() > 10 * reference[0], "from a too-small lr the scale should grow"
     for backend in ("torch", "jax"):
         np.testing.assert_allclose(runs[backend].step_sizes, reference, rtol=1e-12, err_msg=backend)
         np.testing.assert_allclose(runs[backend].iterates, runs["numpy"].iterates, rtol=1e-10, atol=1e-13, err_msg=backend)
