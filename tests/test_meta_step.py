@@ -70,7 +70,7 @@ def test_scale_stays_positive_and_its_log_moves_boundedly(rule, meta_lr):
     assert np.all(scales > 0) and np.all(np.isfinite(scales))
     changes = np.diff(np.log(scales))
     grow = min(meta_lr, max_log_step) if rule == "eg" else max_log_step
-    shrink = min(max(meta_lr, shrink_lr), max_log_step) if rule == "eg" else max_log_step
+    shrink = max(meta_lr, shrink_lr) if rule == "eg" else max_log_step  # (issue 13: δ bounds the growth only under "eg")
     assert changes.max() <= grow * (1 + 1e-12) and -changes.min() <= shrink * (1 + 1e-12)
     assert changes.max() > 0.5 * grow and -changes.min() > 0.5 * shrink  # the bounds are reached: the test can fail
 
@@ -410,7 +410,7 @@ def test_rule_hd_has_the_magnitude_of_baydins_hypergradient_descent(name, lr, be
 
 def meta_paper(problem, base, lr, hp, record=None):
     """The default rule of meta_step's docstring, written out: c = cos(g_t, D_{t−1}), c_u = cos(g_t, u_{t−1}),
-    log s += clip(−γc − (γ↓ − γ)((max(c, c_u) − c₀)₊/(1 − c₀))², ±δ), s clipped into scale_range;
+    log s += min(−γc − (γ↓ − γ)((max(c, c_u) − c₀)₊/(1 − c₀))², δ), s clipped into scale_range;
     log p_i += −γ_p g_i D_i/(‖g‖‖D‖), p clipped into gain_range; u = p⊙d (d: the base's step);
     θ += s·u; D ← ρD + u; s starts at s₀, p at 1, u and D at 0. ``base(k, g, theta) -> d`` is the base's
     step with its own state. ``record``: a list that receives (c, c_u) at every step."""
@@ -428,7 +428,7 @@ def meta_paper(problem, base, lr, hp, record=None):
             record.append((c, c_u))
         brake = (max(max(c, c_u) - hp["brake_cos"], 0.0) / (1 - hp["brake_cos"])) ** 2
         change = -hp["meta_lr"] * c - (hp["shrink_lr"] - hp["meta_lr"]) * brake
-        s = float(np.clip(s * np.exp(np.clip(change, -hp["max_log_step"], hp["max_log_step"])), *hp["scale_range"]))
+        s = float(np.clip(s * np.exp(min(change, hp["max_log_step"])), *hp["scale_range"]))
         gain = [np.clip(p * np.exp(-hp["gain_lr"] * gi * di / norm), *hp["gain_range"]) for p, gi, di in zip(gain, g, trace)]
         last = [p * d for p, d in zip(gain, base(k, g, theta))]
         theta = [t + s * ui for t, ui in zip(theta, last)]

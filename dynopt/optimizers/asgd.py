@@ -74,7 +74,7 @@ asgd = register(
             MAXIMIZE_KW,
         ),
         state=lambda hp: ("ax",),
-        scalars=lambda hp: {"eta": 0.0 if callable(hp.lr) else hp.lr, "mu": 1.0},  # η₁ is read from lr at step 1
+        scalars=lambda hp: {"eta": hp.lr if isinstance(hp.lr, (int, float)) else 0.0, "mu": 1.0},  # η₁ is read from lr at step 1
         scalars_per_param=True,  # torch.optim.ASGD: eta and mu per parameter
         statement=averaged_gradient_flow,
         scheme=SemiImplicitEuler(),

@@ -16,7 +16,7 @@ weights ρ^{t−1−k}, as a change of the lr persists through a momentum buffer
 
 ``"eg"`` (default; exponentiated gradient on s, Amid et al. 2022, Su 2022, plus a brake)::
 
-    log s_t = log s_{t−1} + clip(−γ_s·c − (γ_↓ − γ_s)·b², ±δ),    c = cos(g_t, D_{t−1})
+    log s_t = log s_{t−1} + min(−γ_s·c − (γ_↓ − γ_s)·b², δ),      c = cos(g_t, D_{t−1})
         b = (max(c, c_u) − c₀)₊/(1 − c₀) ∈ [0, 1],                 c_u = cos(g_t, u_{t−1})
     log p_t = log p_{t−1} − γ_p · g_t ⊙ D_{t−1} / (‖g_t‖ ‖D_{t−1}‖)
 
@@ -34,25 +34,30 @@ weights ρ^{t−1−k}, as a change of the lr persists through a momentum buffer
   converges, keeps growing s while consecutive steps stay aligned along the slow direction,
   overshoots 2/λ_max and diverges at step 278; with it, it converges from lr = 1e-3, 1e-2 and
   0.1 (with every default too; without the brake the defaults diverge by step 229). With a
-  weaker brake (γ_↓ = δ = 0.5 or 1), MetaSGD with the other defaults diverged on Rosenbrock from
+  weaker brake (γ_↓ = 0.5 or 1), MetaSGD with the other defaults diverged on Rosenbrock from
   the origin at lr = 1e-3: s grows while the iterate follows the valley floor, where the stiff
   direction across the valley is excited by round-off only; when that mode shows in the gradient,
   lr·s is several times its stability limit, and the brake must cut s by that factor within a
-  step or two (δ = 2: e² per step). A brake at c₀ = 0 instead (any c > 0) would make noise drive
+  step or two (γ_↓ = 2: up to e² per step). A brake at c₀ = 0 instead (any c > 0) would make noise drive
   log s down by (γ_↓ − γ_s)·E[b²] per step; with c₀ = 0.5 and the quadratic ramp that drift is
   negligible once the parameters have more than a few dozen coordinates (2000 steps of pure noise
   with the defaults: s/s₀ ends at 0.09 with 20 coordinates, 1.6 with 200), but in two dimensions
   noise alone still collapses s.
 
-``"hd"`` (additive hypergradient descent, Baydin et al. 2018)::
+``"hd"`` (additive hypergradient descent, Baydin et al. 2018; against the last step, whatever ρ)::
 
-    s_t = clip(s_{t−1} − γ_s ⟨g_t, D_{t−1}⟩,  s_{t−1}e^{−δ},  s_{t−1}e^{δ})
+    s_t = clip(s_{t−1} − γ_s ⟨g_t, u_{t−1}⟩,  s_{t−1}e^{−δ},  s_{t−1}e^{δ})
+
+  This rule has no brake, and the trace would multiply its change by up to 1/(1 − ρ): with the
+  trace, MetaNesterov under "hd" went non-finite within 1000 float32 steps on Rosenbrock with
+  gradient noise (``tests/test_faults.py``'s long run), without it 100,000 steps stay finite. The
+  trace still drives the gains under "hd".
 
 then s is clipped into ``scale_range`` and p into ``gain_range``. So s and p are never negative;
-under "eg" log s grows by at most min(γ_s, δ) and shrinks by at most min(max(γ_s, γ_↓), δ) per
-step, under "hd" |Δ log s| ≤ δ, and |Δ log p_i| ≤ γ_p. The norms and the dot product run over
+under "eg" log s grows by at most min(γ_s, δ) and shrinks by at most max(γ_s, γ_↓) per step,
+under "hd" |Δ log s| ≤ δ, and |Δ log p_i| ≤ γ_p. The norms and the dot product run over
 *all* parameters (in torch: every param group), on the device, with no host synchronisation.
-For SGD with ρ = 0 and s₀ = 1, d = −lr·g and "hd" is Baydin's SGD-HD α_t = α_{t−1} + β g_t·g_{t−1}
+For SGD with s₀ = 1, d = −lr·g and "hd" is Baydin's SGD-HD α_t = α_{t−1} + β g_t·g_{t−1}
 with α = lr·s and β = γ_s·lr² (likewise Adam-HD); ``tests/test_meta_step.py`` checks both against
 implementations written from the paper.
 
@@ -98,17 +103,18 @@ ODE (continuum limit, with γ_s/h, γ_p/h and (1 − ρ)/h fixed, h the base's t
 and gain_range are not applied)::
 
     θ' = s · p ⊙ V(θ, state),    D' = p ⊙ V − ((1 − ρ)/h) · D,
-    (log s)' = Δ(cos(F, D))/h  ("eg"),   s' = −(γ_s/h) ⟨F, D⟩  ("hd"),   (log p)' = −(γ_p/h) F⊙D/(‖F‖‖D‖)
+    (log s)' = Δ(cos(F, D))/h  ("eg"),   s' = −γ_s ⟨F, p⊙V⟩  ("hd"),   (log p)' = −(γ_p/h) F⊙D/(‖F‖‖D‖)
 
-with V the base's θ-velocity (a step d = h·V), Δ(c) the "eg" change above (−γ_s·c plus the brake),
+with V the base's θ-velocity (a step d = h·V), Δ(c) the "eg" change above (−γ_s·c plus the brake,
+which watches cos(F, p⊙V) for the last step),
 and the base's own state equations unchanged. D is the discrete recursion's Euler form
 (D_t − D_{t−1} = h·D'); with ρ fixed as h → 0 it relaxes to p⊙V·h/(1 − ρ) at once and the
 alignment becomes cos(F, p⊙V). For SGD, cos(F, −F) = −1, so in the continuum s only grows: the
 self-correcting decrease of HD is an O(h) discrete effect.
 
 Hyperparameter map: as the base (h from the base's lr), plus γ_s (meta_lr), γ_↓ (shrink_lr),
-c₀ (brake_cos), γ_p (gain_lr), ρ (trace_decay), s₀ (initial_scale); the continuum keeps γ/h and
-(1 − ρ)/h fixed.
+c₀ (brake_cos), γ_p (gain_lr), ρ (trace_decay), s₀ (initial_scale); the continuum keeps γ/h
+("eg", gains) or γ_s ("hd") and (1 − ρ)/h fixed.
 
 Conventions: no torch.optim or optax counterpart. Read the adapted scale with
 ``optimizer.global_scalars()["scale"]`` in torch and ``state.scale`` in JAX; the effective
@@ -142,13 +148,14 @@ META_HYPERPARAMS = (
           static=True, shared=True),
     Hyper("shrink_lr", 2.0, "γ_↓: rate of log s when a step clearly overshoots (cos → 1; rule 'eg')", nonnegative, shared=True),
     Hyper("brake_cos", 0.5, "c₀: the cosine above which the brake γ_↓ engages (rule 'eg')", interval(-1.0, 1.0), shared=True),
-    Hyper("max_log_step", 2.0, "δ: bound on |Δ log s| per step", interval(0.0, low_open=True), shared=True),
+    Hyper("max_log_step", 0.5, "δ: bound on the growth of log s per step (on |Δ log s| under rule 'hd')",
+          interval(0.0, low_open=True), shared=True),
     Hyper("scale_range", (1e-6, 1e6), "bounds (low, high) of s", interval(0.0, low_open=True), length=2, ordered=True,
           shared=True),
     Hyper("gain_range", (1e-3, 1e3), "bounds (low, high) of each gain p_i", interval(0.0, low_open=True), length=2,
           ordered=True),
-    Hyper("trace_decay", 0.97, "ρ: the hypergradient is taken against the trace D ← ρD + u of the steps "
-          "(0: the last step only, as Baydin et al. and Amid et al.)", interval(0.0, 1.0)),
+    Hyper("trace_decay", 0.97, "ρ: rule 'eg' and the gains take the hypergradient against the trace D ← ρD + u of "
+          "the steps (0: the last step only, as Amid et al.; rule 'hd' always uses the last step)", interval(0.0, 1.0)),
     Hyper("initial_scale", 0.01, "s₀: the scale of the first step (1: the first step is the base's)",
           interval(0.0, low_open=True), shared=True),
 )
@@ -173,8 +180,9 @@ def meta_step(base: Spec) -> Spec:
     def with_gains(hp) -> bool:
         return not is_static_zero(hp.gain_lr)
 
-    def with_trace(hp) -> bool:  # trace_decay = 0: the trace is the last step, no buffer of its own
-        return not is_static_zero(hp.trace_decay)
+    def with_trace(hp) -> bool:
+        """A trace buffer of its own: for rule "eg" or the gains, unless trace_decay = 0 (then D = u)."""
+        return not is_static_zero(hp.trace_decay) and (hp.rule == "eg" or with_gains(hp))
 
     def state(hp):
         return (base.state(hp) + ("previous_direction",) + (("step_trace",) if with_trace(hp) else ())
@@ -205,13 +213,14 @@ def meta_step(base: Spec) -> Spec:
         return totals["gD"], normalizer, totals["gD"] / normalizer, last
 
     def adapt_scale(o, hp, scale, totals):
-        dot, _, cosine, last = alignment(o, hp, totals)
+        _, _, cosine, last = alignment(o, hp, totals)
         if hp.rule == "eg":  # the trace drives s; the brake also watches the last step (a trace hides an oscillation)
             change = log_scale_change(o, hp, cosine, _larger(o, cosine, last))
-            new = scale * o.exp(o.clip(change, -hp.max_log_step, hp.max_log_step))
-        else:
+            # growth ≤ δ; the decrease is at most max(γ_s, γ_↓) by construction (the low bound never binds)
+            new = scale * o.exp(o.clip(change, -(hp.meta_lr + hp.shrink_lr), hp.max_log_step))
+        else:  # Baydin's additive rule, against the last step: it has no brake, and a trace would amplify it
             bound = o.exp(hp.max_log_step)
-            new = o.clip(scale - hp.meta_lr * dot, scale / bound, scale * bound)
+            new = o.clip(scale - hp.meta_lr * totals["gu"], scale / bound, scale * bound)
         return o.clip(new, *hp.scale_range)
 
     def update(o, hp, t, grad, param, state, totals):
@@ -241,14 +250,13 @@ def meta_step(base: Spec) -> Spec:
             trace = state.step_trace
             rates["step_trace"] = direction - (1 - hp.trace_decay) / h * trace
             normalizer = o.norm(f) * o.norm(trace) + TINY
-            dot, cosine = o.dot(f, trace) / h, o.dot(f, trace) / normalizer
+            cosine = o.dot(f, trace) / normalizer
         else:
-            trace, normalizer = direction, o.norm(f) * o.norm(direction) + TINY
-            dot, cosine = o.dot(f, direction), last
+            trace, normalizer, cosine = direction, o.norm(f) * o.norm(direction) + TINY, last
         if hp.rule == "eg":
             rates["scale"] = state.scale * log_scale_change(o, hp, cosine, _larger(o, cosine, last)) / h
-        else:
-            rates["scale"] = -hp.meta_lr * dot
+        else:  # s_t = s_{t−1} − γ_s⟨g_t, u_{t−1}⟩ with u = h·direction
+            rates["scale"] = -hp.meta_lr * o.dot(f, direction)
         if with_gains(hp):
             rates["gain"] = -state.gain * (hp.gain_lr / h) * (f * trace) / normalizer
         return state.scale * direction, rates
