@@ -37,6 +37,7 @@ import optax
 import pytest
 import torch
 from torch_references import torch_class
+from zoo_options import STATEFUL
 
 import dynopt
 import dynopt.jax
@@ -48,28 +49,7 @@ torch.set_num_threads(1)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-CONFIGS = {  # every registered optimizer, with options that exercise its state
-    "SGD": {"weight_decay": 0.01},
-    "Momentum": {"momentum": 0.9, "dampening": 0.1},
-    "Nesterov": {"momentum": 0.9},
-    "RMSprop": {"alpha": 0.9, "momentum": 0.5, "centered": True},
-    "Adam": {"betas": (0.8, 0.99), "weight_decay": 0.01},
-    "EG": {"variant": "signed"},
-    "MetaSGD": {"meta_lr": 0.05, "gain_lr": 0.01},
-    "MetaMomentum": {"meta_lr": 0.05},
-    "MetaNesterov": {"meta_lr": 0.05, "rule": "hd"},
-    "MetaRMSprop": {"meta_lr": 0.05, "momentum": 0.5},
-    "MetaAdam": {"meta_lr": 0.05},
-    "NesterovSBC": {"weight_decay": 0.01},
-    "AdamW": {"betas": (0.8, 0.99), "amsgrad": True},
-    "RAdam": {"betas": (0.8, 0.99), "weight_decay": 0.01, "decoupled_weight_decay": True},
-    "Adamax": {"betas": (0.8, 0.99), "weight_decay": 0.01},
-    "Adagrad": {"lr_decay": 0.01, "initial_accumulator_value": 0.1},
-    "Adadelta": {"rho": 0.8, "weight_decay": 0.01},
-    "Rprop": {"etas": (0.4, 1.3)},
-    "NAdam": {"betas": (0.8, 0.99), "momentum_decay": 0.01, "weight_decay": 0.01},
-    "ASGD": {"lambd": 0.01, "t0": 3, "weight_decay": 0.01},
-}
+CONFIGS = {**STATEFUL, "EG": {"variant": "signed"}}  # every registered optimizer, with options that exercise its state
 NAMES = sorted(CONFIGS)
 TORCH_OPTIM = {
     "SGD": lambda ps, **kw: torch.optim.SGD(ps, **kw),

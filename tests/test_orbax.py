@@ -19,65 +19,16 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 import orbax.checkpoint as ocp
 import pytest
 from flax import linen as nn
 from flax.training import train_state
+from zoo_options import STATEFUL, assert_bit_identical, make_step, params0, run
 
 import dynopt.jax
 from dynopt.optimizers import ZOO
 
-OPTIONS = {  # options that give each optimizer a non-trivial state (global scalars and gains included)
-    "SGD": {"weight_decay": 0.01},
-    "Momentum": {"momentum": 0.9, "dampening": 0.1},
-    "Nesterov": {"momentum": 0.9},
-    "RMSprop": {"alpha": 0.9, "momentum": 0.5, "centered": True},
-    "Adam": {"betas": (0.8, 0.99), "weight_decay": 0.01},
-    "EG": {"variant": "signed_simplex"},
-    "MetaSGD": {"meta_lr": 0.05, "gain_lr": 0.01},
-    "MetaMomentum": {"meta_lr": 0.05},
-    "MetaNesterov": {"meta_lr": 0.05, "rule": "hd"},
-    "MetaRMSprop": {"meta_lr": 0.05, "momentum": 0.5},
-    "MetaAdam": {"meta_lr": 0.05},
-    "NesterovSBC": {"weight_decay": 0.01},
-    "AdamW": {"betas": (0.8, 0.99), "amsgrad": True},
-    "RAdam": {"betas": (0.8, 0.99), "weight_decay": 0.01, "decoupled_weight_decay": True},
-    "Adamax": {"betas": (0.8, 0.99), "weight_decay": 0.01},
-    "Adagrad": {"lr_decay": 0.01, "initial_accumulator_value": 0.1},
-    "Adadelta": {"rho": 0.8, "weight_decay": 0.01},
-    "Rprop": {"etas": (0.4, 1.3)},
-    "NAdam": {"betas": (0.8, 0.99), "momentum_decay": 0.01, "weight_decay": 0.01},
-    "ASGD": {"lambd": 0.01, "t0": 3, "weight_decay": 0.01},
-}
-
-
-def params0():  # mixed dtypes, a 0-d leaf and a None leaf (orbax cannot save zero-size arrays)
-    return {"w": jnp.linspace(-1.0, 1.5, 6).reshape(2, 3), "b": [jnp.asarray([0.3, -0.2, 0.9], jnp.float32), None],
-            "h": jnp.asarray([0.5, 2.0], jnp.bfloat16), "s": jnp.asarray(0.7)}
-
-
-def make_step(opt):
-    @jax.jit
-    def step(params, state, k):
-        grads = jax.tree.map(lambda x: (jnp.cos((1.0 + 0.1 * k) * x) + 0.3 * x).astype(x.dtype), params)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    return step
-
-
-def run(step, params, state, begin, end):
-    for k in range(begin, end):
-        params, state = step(params, state, k)
-    return params, state
-
-
-def assert_bit_identical(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        assert np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(np.asarray(x), np.asarray(y))
+OPTIONS = STATEFUL
 
 
 def test_every_optimizer_of_the_zoo_is_covered():
