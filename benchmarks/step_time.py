@@ -9,10 +9,14 @@ Method
 * One process. Optimizers are measured in *comparison groups* ({SGD, EG, MetaSGD}, {Momentum},
   {Nesterov}, {RMSprop}, {Adam, MetaAdam}); within a group every variant (dynopt.torch as built by
   default, i.e. on flat buckets after the first step; dynopt.torch with ``fused=True``, its
-  compiled kernels; torch.optim for-loop / foreach / fused / torch.compile'd; dynopt.jax; optax) runs once per round, in a shuffled order, ``rounds`` times.
+  compiled kernels; the same two on parameters flattened by ``dynopt.torch.flatten_parameters``, the
+  flat-parameter mode, stepped in place without gather or scatter; torch.optim for-loop / foreach /
+  fused / torch.compile'd; dynopt.jax; optax) runs once per round, in a shuffled order, ``rounds`` times.
   A sample is ``k`` consecutive steps (k chosen after warm-up so that a sample lasts
   ``--min-sample`` seconds) divided by k. Ratios are computed per round and the table shows their
   median; times are medians over rounds.
+* Flat-parameter variants get copies of the same gradients in their flat gradient buffer (as after a
+  ``backward()`` into flattened parameters); their table compares them with torch.optim's fused step.
 * Same data for everyone: parameters uniform in [0.5, 1.5) (positive, so EG "positive" applies),
   fixed gradients N(0, 1e-3²), float32. torch variants share the gradient tensors; JAX variants
   get the same values as jax arrays. Hyperparameters are the defaults except lr = 1e-3 everywhere.
@@ -153,16 +157,19 @@ def _entries() -> list[Entry]:
         Entry("RMSprop", {"lr": LR}, lambda p, **i: torch.optim.RMSprop(p, lr=LR, alpha=0.99, eps=1e-8, **i),
               lambda: optax.rmsprop(LR, decay=0.99, eps=1e-8, eps_in_sqrt=False)),
         Entry("Adam", {"lr": LR}, lambda p, **i: torch.optim.Adam(p, lr=LR, **i), lambda: optax.adam(LR)),
+        Entry("AdamW", {"lr": LR, "weight_decay": 1e-2}, lambda p, **i: torch.optim.AdamW(p, lr=LR, weight_decay=1e-2, **i),
+              lambda: optax.adamw(LR, weight_decay=1e-2)),
         Entry("EG", {"lr": LR, "variant": "positive"}, base="SGD"),
         Entry("MetaSGD", {"lr": LR}, base="SGD"),
         Entry("MetaAdam", {"lr": LR}, base="Adam"),
     ]
 
 
-GROUPS = [("SGD", "EG", "MetaSGD"), ("Momentum",), ("Nesterov",), ("RMSprop",), ("Adam", "MetaAdam")]
-ORDER = ["SGD", "Momentum", "Nesterov", "RMSprop", "Adam", "EG", "MetaSGD", "MetaAdam"]
+GROUPS = [("SGD", "EG", "MetaSGD"), ("Momentum",), ("Nesterov",), ("RMSprop",), ("Adam", "MetaAdam"), ("AdamW",)]
+ORDER = ["SGD", "Momentum", "Nesterov", "RMSprop", "Adam", "AdamW", "EG", "MetaSGD", "MetaAdam"]
 TORCH_IMPLS = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
-TORCH_LABELS = ["dynopt", "dynopt-fused", "for-loop", "foreach", "fused", "compiled"]
+# dynopt-flatp: the same optimizers on parameters flattened by dynopt.torch.flatten_parameters (flat-parameter mode)
+TORCH_LABELS = ["dynopt", "dynopt-fused", "dynopt-flatp", "dynopt-flatp-fused", "for-loop", "foreach", "fused", "compiled"]
 
 
 def bytes_per_element(entry: Entry, itemsize: int = 4) -> int:
@@ -195,6 +202,16 @@ def torch_params(init, grads):
     params = [torch.nn.Parameter(x.clone()) for x in init]
     for p, g in zip(params, grads):
         p.grad = g
+    return params
+
+
+def flat_params(init, grads):
+    """``torch_params`` flattened by ``dynopt.torch.flatten_parameters``: parameters and gradients (copies of
+    ``grads``) are views of one flat buffer each, as a model flattened before training has them."""
+    import dynopt.torch as dt
+
+    params = torch_params(init, grads)
+    dt.flatten_parameters(params)
     return params
 
 
@@ -393,7 +410,7 @@ def _jax_tx(entry: Entry, reference: bool):
         return entry.optax_ref()
     spec = dynopt.REGISTRY[entry.name]
     kwargs = dict(entry.kwargs)
-    return getattr(dj, spec.jax_name)(kwargs.pop("lr"), **kwargs)
+    return dj.from_spec(spec)(kwargs.pop("lr"), **kwargs)  # the spec itself: entry.kwargs has its (torch) names
 
 
 def make_compiled(entry: Entry, init, grads) -> Variant:
@@ -496,6 +513,9 @@ def run_group(layout: str, names: tuple[str, ...], shapes, entries, args, probes
         variants.append(Variant("dynopt", name, opt.step, opt=opt))
         fused = cls(torch_params(init, grads), **kw, fused=True)
         variants.append(Variant("dynopt-fused", name, fused.step, opt=fused))
+        for label, options in (("dynopt-flatp", {}), ("dynopt-flatp-fused", {"fused": True})):
+            flat = cls(flat_params(init, grads), **kw, **options)
+            variants.append(Variant(label, name, flat.step, opt=flat))
         if entry.torch_ref is not None:
             for impl, flags in TORCH_IMPLS.items():
                 if impl == "fused":
@@ -559,6 +579,7 @@ def run_group(layout: str, names: tuple[str, ...], shapes, entries, args, probes
                 plan = getattr(v.opt, "_flat", None)
                 v.info["held_bytes"] = plan.held_bytes() if plan is not None else 0
                 v.info["flat"] = plan is not None
+                v.info["direct"] = getattr(v.opt.execution, "direct", 0)  # parameters stepped in place (flat parameters)
     log(f"  {layout} {'/'.join(names)}: " + ", ".join(f"{v.optimizer}:{v.label} {statistics.median(v.samples) * 1e3:.2f}"
                                                       for v in variants))
     out = {"variants": variants, "bandwidth": bandwidth.samples, "notes": notes}
@@ -619,6 +640,25 @@ def summarize(layout: str, numel: int, groups: list[dict], entries) -> tuple[lis
             "faults": {v.label: statistics.median(v.faults) for (n, _), (v, _) in found.items() if n == name and v.faults},
             "notes": {k.split(" ", 1)[1]: v for k, v in notes.items() if k.split(" ", 1)[0] == name},
         }
+        # flat-parameter mode: against torch.optim's fused step (where it has one) and the best reference;
+        # EG and Meta* rows against their base on flat parameters
+        flatp, flatp_fused = found[(name, "dynopt-flatp")][0], found[(name, "dynopt-flatp-fused")][0]
+        torch_fused = found.get((name, "fused"), (None,))[0]
+        flatp_refs = (best, best) if entry.base is None else \
+            (found[(entry.base, "dynopt-flatp")][0], found[(entry.base, "dynopt-flatp-fused")][0])
+        nan = float("nan")
+        row.update({
+            "flatp_ms": statistics.median(flatp.samples) * 1e3,
+            "flatp_fused_ms": statistics.median(flatp_fused.samples) * 1e3,
+            "flatp_ref": best_label if entry.base is None else f"dynopt {entry.base} (flat parameters)",
+            "flatp_vs_ref": _median_ratio(flatp.samples, flatp_refs[0].samples),
+            "flatp_fused_vs_ref": _median_ratio(flatp_fused.samples, flatp_refs[1].samples),
+            "torch_fused_ms": statistics.median(torch_fused.samples) * 1e3 if torch_fused else nan,
+            "flatp_vs_torch_fused": _median_ratio(flatp.samples, torch_fused.samples) if torch_fused else nan,
+            "flatp_fused_vs_torch_fused": _median_ratio(flatp_fused.samples, torch_fused.samples) if torch_fused else nan,
+            "flatp_direct": (flatp.info.get("direct"), flatp_fused.info.get("direct")),
+            "direct": (dyn.info.get("direct"), fused.info.get("direct")),
+        })
         if (name, "compiled") in found:
             row["compile"] = found[(name, "compiled")][0].info
         torch_rows.append(row)
@@ -626,6 +666,7 @@ def summarize(layout: str, numel: int, groups: list[dict], entries) -> tuple[lis
                          **{v.label: v.info.get("peak_bytes") for (n, _), (v, _) in found.items()
                             if n == name and "peak_bytes" in v.info},
                          "dynopt_held": dyn.info.get("held_bytes"), "fused_held": fused.info.get("held_bytes"),
+                         "flatp_held": flatp.info.get("held_bytes"), "flatp_fused_held": flatp_fused.info.get("held_bytes"),
                          "dynopt_flat": dyn.info.get("flat"), "fused_flat": fused.info.get("flat")})
         if (name, "dynopt.jax") in found:
             dj = found[(name, "dynopt.jax")][0]
@@ -678,6 +719,17 @@ def print_tables(torch_rows, jax_rows, mem_rows, layouts, out=print):
         out(f"| {r['layout']} | {r['optimizer']} | {_f(r['dynopt_ms'])} | {_f(r['fused_ms'])} | {r['ref']} | {_f(r['ref_ms'])} | "
             f"{_f(r['dynopt_vs_ref'])} | {_f(r['fused_vs_ref'])} | {r['bytes_per_element']} | {_f(r['bound_ms'])} | "
             f"{_f(r['dynopt_vs_bound'])} | {_f(r['fused_vs_bound'])} | {_f(r['ref_vs_bound'])} |")
+    out("\n### flat-parameter mode: dynopt.torch on parameters flattened by flatten_parameters\n")
+    out("flat = the default path, flat fused = fused=True, both on flattened parameters and gradients (stepped in place,")
+    out("no gather, no scatter); ratios = median over rounds of per-round ratios; in place = parameters stepped in")
+    out("place at the last step (flat / flat fused). EG and Meta* rows compare with their base on flattened parameters.\n")
+    out("| layout | optimizer | flat ms | flat fused ms | torch fused ms | flat/torch fused | flat fused/torch fused | "
+        "best reference | flat/ref | flat fused/ref | in place |")
+    out("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|")
+    for r in torch_rows:
+        out(f"| {r['layout']} | {r['optimizer']} | {_f(r['flatp_ms'])} | {_f(r['flatp_fused_ms'])} | {_f(r['torch_fused_ms'])} | "
+            f"{_f(r['flatp_vs_torch_fused'])} | {_f(r['flatp_fused_vs_torch_fused'])} | {r['flatp_ref']} | "
+            f"{_f(r['flatp_vs_ref'])} | {_f(r['flatp_fused_vs_ref'])} | {r['flatp_direct'][0]} / {r['flatp_direct'][1]} |")
     out("\n### every torch variant (median ms per step; k = steps per sample)\n")
     labels = TORCH_LABELS
     out("| layout | optimizer | " + " | ".join(labels) + " | notes |")
@@ -715,8 +767,9 @@ def print_tables(torch_rows, jax_rows, mem_rows, layouts, out=print):
             f"{_f(r['bound_ms'])} | {_f(r['dynopt_vs_bound'])} | {_f(r['ref_vs_bound'])} | "
             f"{_f(r['compile_s'], 1)} / {_f(r['ref_compile_s'], 1)} | {_mb(r['temp_bytes'])} / {_mb(r['ref_temp_bytes'])} |")
     out("\n### peak transient memory per torch step (MB allocated on top of params, grads and state; torch.profiler)\n")
-    out("| layout | optimizer | params MB | dynopt (+ held between steps) | dynopt-fused (+ held) | for-loop | foreach | fused | compiled |")
-    out("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    out("| layout | optimizer | params MB | dynopt (+ held between steps) | dynopt-fused (+ held) | dynopt-flatp (+ held) | "
+        "dynopt-flatp-fused (+ held) | for-loop | foreach | fused | compiled |")
+    out("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in mem_rows:
         mb = {key: _mb(r[key]) if r.get(key) is not None else "—" for key in TORCH_LABELS}
 
@@ -724,7 +777,9 @@ def print_tables(torch_rows, jax_rows, mem_rows, layouts, out=print):
             return f" (+{_mb(r[key])})" if r.get(key) is not None else ""
 
         out(f"| {r['layout']} | {r['optimizer']} | {_mb(r['param_bytes'])} | {mb['dynopt']}{held('dynopt_held')} | "
-            f"{mb['dynopt-fused']}{held('fused_held')} | {mb['for-loop']} | {mb['foreach']} | {mb['fused']} | {mb['compiled']} |")
+            f"{mb['dynopt-fused']}{held('fused_held')} | {mb['dynopt-flatp']}{held('flatp_held')} | "
+            f"{mb['dynopt-flatp-fused']}{held('flatp_fused_held')} | {mb['for-loop']} | {mb['foreach']} | {mb['fused']} | "
+            f"{mb['compiled']} |")
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -832,7 +887,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> di
     if not args.no_compile:
         budget = [args.compile_budget]
         for layout in sorted(args.layouts, key="bac".index):  # the realistic layout first
-            items = [n for n in ("Adam", "Momentum", "SGD", "Nesterov", "RMSprop") if n in chosen]
+            items = [n for n in ("Adam", "Momentum", "SGD", "Nesterov", "RMSprop", "AdamW") if n in chosen]
             out(f"compiling torch.optim steps for layout {layout} in a child process (cap {args.compile_cap:.0f} s each, "
                 f"{budget[0]:.0f} s left)...")
             results = run_probes("torch", layout, items[:1], args.compile_cap, budget, args)

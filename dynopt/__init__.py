@@ -9,6 +9,7 @@ ODE flow (``dynopt.ode``). ``import dynopt`` imports neither torch nor jax.
 from . import schemes
 from .optimizers import (
                          ZOO,
+                         adabelief,
                          adadelta,
                          adagrad,
                          adam,
@@ -16,6 +17,9 @@ from .optimizers import (
                          adamw,
                          asgd,
                          eg,
+                         lamb,
+                         lars,
+                         lion,
                          meta_adam,
                          meta_momentum,
                          meta_nesterov,
@@ -23,6 +27,7 @@ from .optimizers import (
                          meta_sgd,
                          meta_step,
                          momentum,
+                         muon_torch,
                          nadam,
                          nesterov,
                          nesterov_sbc,
@@ -30,6 +35,9 @@ from .optimizers import (
                          rmsprop,
                          rprop,
                          sgd,
+                         sign_sgd,
+                         signum,
+                         yogi,
 )
 from .spec import REGISTRY, Hyper, Spec, is_static_zero, register
 from .statement import accumulate, discretize
@@ -39,4 +47,5 @@ __version__ = "0.1.0"
 __all__ = ["Spec", "Hyper", "REGISTRY", "ZOO", "register", "is_static_zero", "meta_step", "discretize", "accumulate", "schemes",
            "sgd", "momentum", "nesterov", "rmsprop", "adam", "eg",
            "meta_sgd", "meta_momentum", "meta_nesterov", "meta_rmsprop", "meta_adam", "nesterov_sbc",
-           "adamw", "radam", "adamax", "adagrad", "adadelta", "rprop", "nadam", "asgd"]
+           "adamw", "radam", "adamax", "adagrad", "adadelta", "rprop", "nadam", "asgd", "muon_torch",
+           "sign_sgd", "signum", "lion", "adabelief", "yogi", "lamb", "lars"]

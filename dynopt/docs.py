@@ -49,9 +49,11 @@ def _variables(spec: Spec) -> tuple[set[str], set[str]]:
     from .statement import INTEGRATING, Define
 
     hp = spec.namespace({})
-    param = MATH.tree([np.full(2, 0.5)])
+    leaf = next(x for x in (np.full(2, 0.5), np.full((2, 2), 0.5))  # a vector, or a matrix where only those are taken
+                if spec.check_param is None or not spec.check_param(MATH, hp, x))
+    param = MATH.tree([leaf])
     state = spec.initial(MATH, hp, param)
-    point = SimpleNamespace(grad=MATH.tree([np.ones(2)]), param=param, **state, **spec.scalars(hp))
+    point = SimpleNamespace(grad=MATH.tree([np.ones_like(leaf)]), param=param, **state, **spec.scalars(hp))
     with np.errstate(all="ignore"):  # a zero state may divide by zero here; only the terms' targets matter
         terms = list(spec.statement(MATH, hp, 1, point))
     return ({t.target for t in terms if isinstance(t, INTEGRATING)}, {t.target for t in terms if isinstance(t, Define)})

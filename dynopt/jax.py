@@ -1,17 +1,33 @@
 """dynopt optimizers as optax ``GradientTransformationExtraArgs`` factories, generated from their specs.
 
     >>> import optax, dynopt.jax
-    >>> opt = dynopt.jax.momentum(0.1, momentum=0.9)   # == optax.sgd(0.1, momentum=0.9)
+    >>> opt = dynopt.jax.adam(1e-3, b1=0.9, b2=0.999)   # == optax.adam(1e-3, b1=0.9, b2=0.999)
+    >>> opt = dynopt.jax.momentum(0.1, momentum=0.9)    # == optax.sgd(0.1, momentum=0.9)
 
-``from_spec(spec)`` builds the factory for any :class:`dynopt.spec.Spec`, including your own.
+The factories speak optax: where optax has the optimizer (``sgd``, ``adam``, ``adamw``, ``amsgrad``, ``nadam``,
+``nadamw``, ``radam``, ``adamax``, ``adagrad``, ``adadelta``, ``rprop``, ``rmsprop``), ``dynopt.jax.<name>`` takes
+optax's arguments in optax's order with optax's defaults and computes optax's numbers (the spec's optax views,
+:class:`dynopt.spec.OptaxView`); ``dynopt.torch`` keeps torch.optim's. The others (``momentum``, ``nesterov``,
+``eg``, ``meta_*``, ``nesterov_sbc``, ``asgd``, ...) have no optax twin and take ``(learning_rate,
+<the spec's hyperparameters>...)``.
+
+``from_spec(spec)`` builds the factory of any :class:`dynopt.spec.Spec`, including your own, computing the spec
+itself with its own hyperparameter names: ``from_spec(dynopt.optimizers.adam)`` is torch.optim.Adam's algorithm
+(``betas``, coupled ``weight_decay``, ``amsgrad``) in JAX. ``factories(spec)`` gives what this module exports for
+a spec, ``from_view(view)`` one optax view.
 """
 
-from ._backends.optax_transform import from_spec
+from ._backends.optax_transform import factories, from_spec, from_view
 from .optimizers import ZOO
+
+# every optax view of every spec (Adam: adam and amsgrad), or the spec's own factory when it has none
+_EXPORTED = {name: factory for spec in ZOO for name, factory in factories(spec, __name__).items()}
 
 (sgd, momentum, nesterov, rmsprop, adam, eg,
  meta_sgd, meta_momentum, meta_nesterov, meta_rmsprop, meta_adam,
  nesterov_sbc,
- adamw, radam, adamax, adagrad, adadelta, rprop, nadam, asgd) = map(from_spec, ZOO)
+ adamw, radam, adamax, adagrad, adadelta, rprop, nadam, asgd, muon_torch,
+ sign_sgd, signum, lion, adabelief, yogi, lamb, lars) = (_EXPORTED[spec.jax_name] for spec in ZOO)
+amsgrad, nadamw = _EXPORTED["amsgrad"], _EXPORTED["nadamw"]  # optax views without a spec of their own (Adam's, AdamW's)
 
-__all__ = ["from_spec"] + [spec.jax_name for spec in ZOO]
+__all__ = ["from_spec", "from_view", "factories"] + list(_EXPORTED)

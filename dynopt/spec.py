@@ -49,6 +49,7 @@ from typing import Any, Callable, Mapping
 __all__ = [
     "Check",
     "Hyper",
+    "OptaxView",
     "one_of",
     "optional_int",
     "Spec",
@@ -214,6 +215,64 @@ LR = "lr"
 
 
 @dataclass(frozen=True)
+class OptaxView:
+    """How an optimizer reads in optax: optax's factory for it, as data that ``dynopt.jax`` builds from.
+
+    ``dynopt.torch`` follows torch.optim and ``dynopt.jax`` follows optax: where the two ecosystems name,
+    default or compute an optimizer differently (``betas`` vs ``b1``/``b2``, RMSprop's ε inside the root,
+    AMSGrad's maximum of the bias-corrected v), a spec carries one view per optax factory in
+    ``Spec.optax``, and the JAX backend builds ``dynopt.jax.<name>`` from the view instead of the spec.
+
+    Attributes:
+        name: the optax name of the factory (``"adam"``, ``"amsgrad"``).
+        spec: the statement the factory computes, with optax's algorithm (a :class:`Spec`, not registered).
+        arguments: optax's arguments in optax's order, ``learning_rate`` first, as :class:`Hyper` objects
+            (name, default, validation; ``keyword_only`` ones come after ``*``). A numeric argument whose
+            default is None (``sgd``'s ``momentum``) also takes None. Arguments that are not numbers nor
+            flags (``mu_dtype``, ``mask``) are ``static`` with a check that accepts what optax accepts.
+        dtypes: pairs ``(argument, state variable)``: the argument names the dtype the variable is stored in
+            (``("mu_dtype", "mu")``); None keeps the parameter's dtype.
+        masks: pairs ``(argument, hyperparameter)``: the argument is optax's mask (a pytree of bools like the
+            parameters, or a callable ``params -> pytree``) of the leaves where the hyperparameter applies; it is
+            0 on the others (``("mask", "weight_decay")``).
+        to_spec: optax's arguments (a dict, dtypes and masks removed) -> the hyperparameters of ``spec``,
+            ``lr`` included. None: ``learning_rate`` becomes ``lr``, every other argument keeps its name.
+    """
+
+    name: str
+    spec: Any
+    arguments: tuple[Hyper, ...]
+    dtypes: tuple[tuple[str, str], ...] = ()
+    masks: tuple[tuple[str, str], ...] = ()
+    to_spec: Callable[[dict], dict] | None = None
+
+    def __post_init__(self) -> None:
+        names = [h.name for h in self.arguments]
+        if not names or names[0] != "learning_rate":
+            raise ValueError(f"OptaxView {self.name!r}: the first argument must be 'learning_rate', got {names[:1]}")
+
+    def hyperparameters(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """The spec's hyperparameters for these optax arguments (dtypes and masks already removed)."""
+        if self.to_spec is not None:
+            return dict(self.to_spec(dict(arguments)))
+        return {(LR if name == "learning_rate" else name): value for name, value in arguments.items()}
+
+    def validate(self, arguments: Mapping[str, Any], is_concrete: Callable[[Any], bool]) -> None:
+        """ValueError/TypeError naming the optax argument and its value (traced or scheduled values are skipped)."""
+        known = {h.name: h for h in self.arguments}
+        for name, value in arguments.items():
+            h = known[name]
+            if value is None and h.default is None:
+                continue  # an optional argument left out (sgd's momentum=None, adadelta's learning_rate=None)
+            if name == "learning_rate" and callable(value):
+                continue  # a schedule
+            h.validate(value, is_concrete)
+
+# Spec.implies flags of derived optimizers (discretize, accumulate); absent: the base optimizer's meaning.
+VARIANT_FLAGS = ("scheme", "soft_batch", "embedded")
+
+
+@dataclass(frozen=True)
 class Spec:
     """An optimizer written once: continuous dynamics plus a discretization.
 
@@ -268,6 +327,9 @@ class Spec:
             torch.optim can load dynopt's state_dict) and refuses a state_dict that sets them
             otherwise; a state_dict without them (an older checkpoint) takes these values. A mapping
             or pairs; stored as sorted pairs (the spec stays hashable).
+            The flags in ``VARIANT_FLAGS`` (``scheme``, ``soft_batch``, ``embedded``) mark an optimizer derived by
+            ``dynopt.discretize`` or ``dynopt.accumulate``; for them a state_dict group without the flag means
+            the base optimizer, so the torch backend refuses a checkpoint whose flags differ either way.
         counts_steps: whether ``update`` depends on the step number t other than through t > 1
             (Adam's bias correction does). When False, a checkpoint that holds the state but no
             step counter (torch.optim.SGD keeps none) resumes as after its first step.
@@ -286,6 +348,17 @@ class Spec:
             (hyperparameters or implied flags); a state_dict group that sets some of them and lacks others
             comes from another optimizer type (RAdam's has ``decoupled_weight_decay`` but no ``amsgrad``,
             Adam's both), and the torch backend refuses it.
+        complex_params: whether complex parameters are stepped (as real views, as torch.optim does); False:
+            the torch backend raises RuntimeError ``"<name> does not support complex parameters"`` at the step,
+            as torch.optim.Adafactor and Muon do.
+        state_shape: ``state_shape(name, param_shape) -> shape`` of state variable ``name`` for a parameter of
+            that shape, for state that is not parameter-shaped (Adafactor's row and column factors, created by
+            ``initial_state``); None: every state variable has the parameter's shape. The torch backend checks
+            a loaded state_dict against it, and its flat path leaves such a spec on the reference path.
+        optax: the optax factories of this optimizer (:class:`OptaxView`), which ``dynopt.jax`` exports in place of
+            the spec's own (torch-named) factory: Adam's ``adam`` and ``amsgrad``, RMSprop's ``rmsprop`` with ε inside
+            the root. Empty (the default): ``dynopt.jax.<jax_name>(learning_rate, <hyperparameters>...)`` computes the
+            spec itself. ``dynopt.jax.from_spec`` always computes the spec itself.
     """
 
     name: str
@@ -318,6 +391,9 @@ class Spec:
     group_keys: tuple[str, ...] = ()
     scalars_per_param: bool = False
     smooth: Callable[[SimpleNamespace], bool] = field(default=lambda hp: True)
+    optax: tuple[OptaxView, ...] = ()
+    complex_params: bool = True
+    state_shape: Callable[[str, tuple], tuple] | None = None
 
     def __post_init__(self) -> None:
         names = [h.name for h in self.hyperparams]
@@ -369,6 +445,10 @@ class Spec:
             return self.initial_state(o, hp, param)
         return {name: o.zeros_like(param) for name in self.state(hp)}
 
+    def shape_of(self, name: str, param_shape: tuple) -> tuple:
+        """The shape state variable ``name`` has for a parameter of shape ``param_shape`` (see ``state_shape``)."""
+        return tuple(param_shape) if self.state_shape is None else tuple(self.state_shape(name, tuple(param_shape)))
+
     def step_size(self, hp: SimpleNamespace, scalars: Mapping[str, Any]) -> Any:
         """The effective learning rate at hyperparameters ``hp`` (lr in effect) and global ``scalars``."""
         return hp.lr if self.effective_lr is None else self.effective_lr(hp, scalars)
@@ -400,7 +480,26 @@ class Spec:
 
     def namespace(self, hp: Mapping[str, Any]) -> SimpleNamespace:
         """Attribute access to hyperparameters, defaults filled in."""
-        return SimpleNamespace(**{**self.defaults, **hp})
+        return Namespace(**{**self.defaults, **hp})
+
+
+class Namespace:
+    """``types.SimpleNamespace`` (attribute access, equality, repr) as a plain class: torch.compile
+    (dynamo) traces the construction of a plain class, not that of ``SimpleNamespace`` (a graph break),
+    and a step traced by torch.compile builds these (hyperparameters, state) every step."""
+
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as SimpleNamespace
+
+    def __init__(self, **values: Any):
+        self.__dict__.update(values)
+
+    def __repr__(self) -> str:
+        return f"namespace({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, (Namespace, SimpleNamespace)):
+            return vars(self) == vars(other)
+        return NotImplemented
 
 
 REGISTRY: dict[str, Spec] = {}

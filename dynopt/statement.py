@@ -45,7 +45,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 from .schemes import ExplicitRK, Scheme, Splitting
-from .spec import Spec
+from .spec import Namespace, Spec
 from .tree import ZERO
 
 __all__ = [
@@ -174,8 +174,20 @@ STRUCTURAL = (Normalize, Define)
 # ----------------------------------------------------------------------------- evaluation helpers
 
 
-class _Point(SimpleNamespace):
-    """The variables a statement reads: ``grad`` and every variable by name."""
+class _Point(Namespace):  # not SimpleNamespace: torch.compile traces a plain class
+    """The variables a statement reads: ``grad`` and every variable by name.
+
+    In a single pass (semi-implicit Euler, look-ahead) θ's new value is formed only when the statement reads
+    ``param`` after θ's own drift (``_settle`` forms it then), so a term after the drift sees the new θ while
+    a statement that does not read it keeps θ's step exact, as torch.optim adds it."""
+
+    def __getattr__(self, name):
+        settle = self.__dict__.get("_settle")
+        if settle is not None and name == PARAM:
+            settle()
+            return self.__dict__[PARAM]
+        raise AttributeError(f"the statement read {name!r}, which is neither 'grad' nor one of its variables "
+                             f"{sorted(k for k in self.__dict__ if not k.startswith('_'))}")
 
 
 def _point(grad, values: dict) -> _Point:
@@ -196,7 +208,7 @@ def _targets(term) -> tuple[str, ...]:
 
 def _apply_structural(o, term, values: dict) -> None:
     if isinstance(term, Define):
-        values[term.target] = term.fn(SimpleNamespace(**values))
+        values[term.target] = term.fn(Namespace(**values))
         return
     parts = [values[name] for name in term.targets]
     mass = parts[0]
@@ -234,15 +246,21 @@ def _step_term(o, term, x, fraction, implicit, mirror_coordinates: bool):
 def _splitting_update(statement, scheme: Splitting):
     """The update of a splitting scheme; the statement's own order in one pass when ``steps`` is None."""
 
-    def staged(o, hp, t, grad, param, state):
+    def direct(o, hp, t, grad, param, state):  # one pass, no intermediate gradient: a plain function (_drive)
         names = tuple(state.__dict__)
-        values = {PARAM: param, **state.__dict__}
-        if scheme.steps is None:
-            delta, new = _gauss_seidel(statement, scheme.lookahead, o, hp, t, grad, values)
-        else:
-            delta, new = yield from _blocks(statement, scheme, o, hp, t, grad, values)
+        delta, new = _gauss_seidel(statement, scheme.lookahead, o, hp, t, grad, {PARAM: param, **state.__dict__})
         return delta, {n: new[n] for n in names}
 
+    def staged(o, hp, t, grad, param, state):
+        if scheme.steps is None:
+            return direct(o, hp, t, grad, param, state)
+        names = tuple(state.__dict__)
+        values = {PARAM: param, **state.__dict__}
+        delta, new = yield from _blocks(statement, scheme, o, hp, t, grad, values)
+        return delta, {n: new[n] for n in names}
+
+    if scheme.steps is None:
+        staged.direct = direct
     return staged
 
 
@@ -268,11 +286,13 @@ def _gauss_seidel(statement, lookahead: bool, o, hp, t, grad, values: dict):
         nonlocal pending, delta
         if pending:
             stored[PARAM] = values[PARAM] + delta
+            point.__dict__.pop("_settle", None)
             setattr(point, PARAM, stored[PARAM])
             pending, delta = False, None
 
     for term in _run(statement, o, hp, t, point):
-        settle_param()
+        if PARAM in _targets(term) or isinstance(term, Define):  # θ again, or a function of every variable
+            settle_param()
         if isinstance(term, STRUCTURAL):
             _apply_structural(o, term, stored)
             for name in _targets(term):
@@ -283,10 +303,13 @@ def _gauss_seidel(statement, lookahead: bool, o, hp, t, grad, values: dict):
             delta = _exact_delta(o, term, old, True)
             if delta is not None:
                 pending = True
+                del point.__dict__[PARAM]  # formed if the statement reads it (_Point.__getattr__)
+                point._settle = settle_param
                 continue
         new = _step_term(o, term, old, 1, False, True)
         stored[term.target] = new
         setattr(point, term.target, term.ahead(new) if lookahead and isinstance(term, (Leak, Relax)) else new)
+    point.__dict__.pop("_settle", None)  # no cycle point → settle_param → point left to the garbage collector
     if not pending:
         delta = stored[PARAM] - values[PARAM] if stored[PARAM] is not values[PARAM] else ZERO
     return delta, stored
@@ -331,7 +354,7 @@ def _blocks(statement, scheme: Splitting, o, hp, t, grad, values: dict):
 def _rk_update(statement, scheme: ExplicitRK):
     """The update of an explicit Runge–Kutta scheme (one stage: Euler, written in each term's own form)."""
     if scheme.stages == 1:
-        def euler(o, hp, t, grad, param, state):
+        def direct(o, hp, t, grad, param, state):
             names = tuple(state.__dict__)
             values = {PARAM: param, **state.__dict__}
             terms = list(_run(statement, o, hp, t, _point(grad, values)))
@@ -350,8 +373,12 @@ def _rk_update(statement, scheme: ExplicitRK):
             if delta is None:
                 delta = new[PARAM] - values[PARAM] if new[PARAM] is not values[PARAM] else ZERO
             return delta, {n: new[n] for n in names}
+
+        def euler(o, hp, t, grad, param, state):
+            return direct(o, hp, t, grad, param, state)
             yield  # pragma: no cover - makes this a generator like every staged update
 
+        euler.direct = direct  # one stage: _drive calls it as a plain function
         return euler
 
     def staged(o, hp, t, grad, param, state):
@@ -412,9 +439,14 @@ def _combine(o, base: dict, pairs, kinds: dict, structural: list, mirror: bool) 
 
 def _drive(staged: Callable) -> Callable:
     """``update(o, hp, t, grad, param, state, grad_fn=None)`` from a staged update: each intermediate
-    parameter point it yields is answered with ``grad_fn(point)``."""
+    parameter point it yields is answered with ``grad_fn(point)``. A staged update that never yields
+    (one pass) carries its plain form as ``staged.direct``, which is called instead: torch.compile
+    (dynamo) cannot read a generator's return value (``StopIteration.value``) without a graph break."""
+    direct = getattr(staged, "direct", None)
 
     def update(o, hp, t, grad, param, state, grad_fn=None, _name="this optimizer"):
+        if direct is not None:
+            return direct(o, hp, t, grad, param, state)
         steps = staged(o, hp, t, grad, param, state)
         try:
             point = next(steps)
@@ -449,7 +481,7 @@ def _vector_field(statement, time_step):
         rates: dict[str, Any] = {}
         for term in _run(statement, o, hp, clock, _point(grad, values)):
             if isinstance(term, Define):
-                rates[term.target] = term.fn(SimpleNamespace(**{n: rates.get(n, ZERO) for n in values}))
+                rates[term.target] = term.fn(Namespace(**{n: rates.get(n, ZERO) for n in values}))
             elif isinstance(term, Normalize):
                 flux = ZERO
                 for name in term.targets:
@@ -514,7 +546,9 @@ def discretize(spec: Spec, scheme: Scheme, *, name: str | None = None) -> Spec:
     staged, update = _update_of(spec.statement, scheme, name)
     jax_name = f"{spec.jax_name}_{scheme.name.lower()}"
     return replace(spec, name=name, jax_name=jax_name, update=update, staged_update=staged, discretization=scheme,
+                   implies=_variant(spec, scheme=scheme.name),
                    gradient_calls=scheme.gradient_calls, scheme=scheme.describe(), modified_field=None,
+                   optax=(),  # optax's views compute optax's rule, not this scheme
                    doc=f"{spec.name}'s ODE stepped by {scheme.describe()}.\n\n" + spec.doc)
 
 
@@ -603,12 +637,14 @@ def accumulate(spec: Spec, k: int, *, embed: bool = False, name: str | None = No
         spec,
         name=name or f"{spec.name}Accumulated{k}",
         jax_name=f"{spec.jax_name}_accumulated{k}",
+        optax=(),  # optax's views compute optax's rule, not the accumulated one
         state=state,
         initial_state=initial_state,
         update=update,
         staged_update=None,
         reductions=None if spec.reductions is None else reductions,
         micro_steps=spec.micro_steps * k,
+        implies=_variant(spec, soft_batch=spec.micro_steps * k),
         statement=None,
         modified_field=None,
         counts_steps=lambda hp: True,
@@ -618,6 +654,12 @@ def accumulate(spec: Spec, k: int, *, embed: bool = False, name: str | None = No
         doc=f"{spec.name} on the mean of {k} micro-batch gradients (dynopt.accumulate).\n\n" + accumulate.__doc__
         + "\n\n" + spec.doc,
     )
+
+
+def _variant(spec: Spec, **flags) -> tuple:
+    """``spec.implies`` with the flags of a derived optimizer (``VARIANT_FLAGS``): torch param groups carry them,
+    so a checkpoint of the base does not load into the variant, nor the variant's into the base."""
+    return tuple({**dict(spec.implies), **flags}.items())
 
 
 def _full(value, zeros):
@@ -665,11 +707,13 @@ def _embedded(spec: Spec, k: int, inner, name: str | None) -> Spec:
         spec,
         name=name or f"{spec.name}Embedded{k}",
         jax_name=f"{spec.jax_name}_embedded{k}",
+        optax=(),
         update=update,
         staged_update=None,
         statement=None,
         modified_field=None,
         micro_steps=spec.micro_steps * k,
+        implies=_variant(spec, soft_batch=spec.micro_steps * k, embedded=True),
         counts_steps=lambda hp: True,
         sparse_grads=False,
         scheme=f"{spec.scheme}, micro-gradients embedded in the buffer (soft batch of {k})",

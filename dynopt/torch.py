@@ -7,12 +7,14 @@
 ``from_spec(spec)`` builds the class for any :class:`dynopt.spec.Spec`, including your own.
 """
 
+from ._backends.torch_flat_params import FlatParameters, flatten_parameters
 from ._backends.torch_optim import SpecOptimizer, from_spec
 from .optimizers import ZOO
 
 (SGD, Momentum, Nesterov, RMSprop, Adam, EG,
  MetaSGD, MetaMomentum, MetaNesterov, MetaRMSprop, MetaAdam,
  NesterovSBC,
- AdamW, RAdam, Adamax, Adagrad, Adadelta, Rprop, NAdam, ASGD) = map(from_spec, ZOO)
+ AdamW, RAdam, Adamax, Adagrad, Adadelta, Rprop, NAdam, ASGD, Muon,
+ SignSGD, Signum, Lion, AdaBelief, Yogi, Lamb, Lars) = map(from_spec, ZOO)
 
-__all__ = ["from_spec", "SpecOptimizer"] + [spec.name for spec in ZOO]
+__all__ = ["from_spec", "SpecOptimizer", "flatten_parameters", "FlatParameters"] + [spec.name for spec in ZOO]

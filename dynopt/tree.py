@@ -31,10 +31,28 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, numbers.Number) and not isinstance(x, bool)
 
 
+_REFLECTED = {"add": "__radd__", "sub": "__rsub__", "mul": "__rmul__", "div": "__rtruediv__",  # torch's names
+              "__add__": "__radd__", "__sub__": "__rsub__", "__mul__": "__rmul__", "__truediv__": "__rtruediv__",
+              # a tensor's reflected operator with the tree second (dynamo tries it for ``tree ∘ tensor``)
+              "__radd__": "__add__", "__rsub__": "__sub__", "__rmul__": "__mul__", "__rdiv__": "__truediv__",
+              "__rtruediv__": "__truediv__"}
+
+
+def _torch_function(cls, func, types, args=(), kwargs=None):
+    """``tensor ∘ tree`` as ``tree.__r∘__(tensor)``: a torch Tensor operand on the left reaches the tree's
+    reflected operator through ``__torch_function__``, which torch.compile (dynamo) traces; Python's own
+    fallback (the tensor's operator raising TypeError, then the reflected one) is a graph break there."""
+    name = _REFLECTED.get(getattr(func, "__name__", ""))
+    if name is not None and not kwargs and len(args) == 2 and isinstance(args[1], cls):
+        return getattr(args[1], name)(args[0])
+    return NotImplemented
+
+
 class _Zero:
     """The additive identity of trees, produced by ``0 * tree``."""
 
     __array_ufunc__ = None
+    __torch_function__ = classmethod(_torch_function)
 
     def __repr__(self) -> str:
         return "ZERO"
@@ -107,6 +125,7 @@ class Tree:
     __slots__ = ("leaves", "ops")
     __array_ufunc__ = None  # make NumPy scalars defer to our reflected operators
     __array_priority__ = 1000
+    __torch_function__ = classmethod(_torch_function)  # and torch tensors, also under torch.compile
 
     def __init__(self, leaves: Sequence[Any], ops: "LeafOps"):
         self.leaves = list(leaves)
@@ -203,8 +222,8 @@ def unread(ops: "LeafOps", spec_name: str) -> Tree:
 class LeafOps:
     """What a backend implements: one operation over a list of leaves.
 
-    ``binary(op, xs, ys)``: ``ys`` is a list of leaves or a scalar; op in add, sub, mul, div,
-    maximum, minimum. ``rbinary(op, s, xs)``: scalar on the left. ``unary(op, xs)``: neg, sqrt,
+    ``binary(op, xs, ys)``: ``ys`` is a list of leaves (or of one number per leaf) or a scalar; op in add, sub,
+    mul, div, maximum, minimum. ``rbinary(op, s, xs)``: scalar on the left. ``unary(op, xs)``: neg, sqrt,
     exp, log, abs, sign, expm1. ``scalar(op, s)``: the same functions on one scalar. ``sum_all(xs)``:
     the sum of every entry of every leaf, one scalar kept on the device. ``is_scalar(x)`` tells a
     backend scalar (0-d array or tensor) from anything else.
@@ -235,13 +254,37 @@ class LeafOps:
         return self.where(cond, [a], [b])[0]
 
     def reduce_along(self, op: str, xs, axis) -> list:
-        """Per-leaf ``sum``/``max``/``min`` along ``axis`` (None: the whole leaf), keeping dims."""
+        """Per-leaf ``sum``/``max``/``min``/``norm`` (the 2-norm) along ``axis`` (None: the whole leaf), keeping dims."""
 
     def clip(self, s, low, high): ...
 
     def leaf_min(self, x) -> float: ...
 
     def leaf_ndim(self, x) -> int: ...
+
+    # per-leaf matrix operations (on the last two dimensions of each leaf)
+    def matmul(self, xs, ys, alpha=1.0, beta=0.0, cs=None) -> list:
+        """Per leaf ``beta·c + alpha·(x @ y)`` (``cs`` None: ``alpha·(x @ y)``), rounded once to the leaves'
+        dtype; leaves of a low-precision dtype (bfloat16, float16) are multiplied with float32 accumulation,
+        as torch's CPU kernels do."""
+
+    def transpose(self, xs, which=None) -> list:
+        """Per leaf the transpose of the last two dimensions, of the leaves where ``which`` (a list of bools) is
+        True (None: every leaf)."""
+
+    def cast(self, xs, dtype) -> list:
+        """Per leaf ``x`` in ``dtype``: the name of a floating dtype (``"bfloat16"``), or a list of leaves whose
+        dtypes to take."""
+
+    def leaf_shape(self, x) -> tuple:
+        """The shape of one leaf, as a tuple of ints (static under jit)."""
+
+
+_LOW_PRECISION = ("bfloat16", "float16")
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).rsplit(".", 1)[-1]
 
 
 _BINARY: dict[str, Callable[[Any, Any], Any]] = {
@@ -252,11 +295,23 @@ _BINARY: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+_PRECISION_BITS = {"bfloat16": (8, 7), "float16": (5, 10)}  # (exponent, mantissa) bits
+
+
 class ArrayLeafOps(LeafOps):
-    """Leaf operations for any NumPy-like module ``xp`` (NumPy itself, or ``jax.numpy``)."""
+    """Leaf operations for any NumPy-like module ``xp`` (NumPy itself, or ``jax.numpy``).
+
+    Under ``jax.jit`` XLA may keep a bfloat16 or float16 intermediate in float32 (its "excess precision");
+    every low-precision result here is rounded explicitly (``lax.reduce_precision``), so that a jitted step
+    computes what the same step computes eagerly, in NumPy and in torch."""
 
     def __init__(self, xp):
         self.xp = xp
+        self._reduce = None
+        if getattr(xp, "__name__", "") == "jax.numpy":
+            from jax import lax
+
+            self._reduce = lax.reduce_precision
         self._fn = {
             "maximum": xp.maximum,
             "minimum": xp.minimum,
@@ -276,16 +331,30 @@ class ArrayLeafOps(LeafOps):
     def binary(self, op, xs, ys):
         f = self._f(op)
         if isinstance(ys, list):
-            return [f(x, y) for x, y in zip(xs, ys)]
-        return [f(x, ys) for x in xs]
+            return [self._weak(f(x, y), x, y) for x, y in zip(xs, ys)]
+        return [self._weak(f(x, ys), x, ys) for x in xs]
 
     def rbinary(self, op, s, xs):
         f = self._f(op)
-        return [f(s, x) for x in xs]
+        return [self._weak(f(s, x), x, s) for x in xs]
+
+    def _weak(self, value, x, other):
+        """A Python number keeps the leaf's dtype (NumPy promotes a bfloat16 leaf to float32 otherwise)."""
+        if _is_number(other) and getattr(value, "dtype", None) != getattr(x, "dtype", None) \
+                and _dtype_name(x.dtype) in _LOW_PRECISION:
+            value = value.astype(x.dtype)
+        return self._exact(value)
+
+    def _exact(self, value):
+        """A low-precision result rounded to its dtype even under ``jax.jit`` (see the class docstring)."""
+        if self._reduce is None:
+            return value
+        bits = _PRECISION_BITS.get(_dtype_name(getattr(value, "dtype", "")))
+        return value if bits is None else self._reduce(value, *bits)
 
     def unary(self, op, xs):
         f = self._fn[op]
-        return [f(x) for x in xs]
+        return [self._exact(f(x)) for x in xs]
 
     def scalar(self, op, s):
         return self._fn[op](s)
@@ -310,6 +379,8 @@ class ArrayLeafOps(LeafOps):
         return [self.xp.where(cond, x, y) for x, y in zip(xs, ys)]
 
     def reduce_along(self, op, xs, axis):
+        if op == "norm":
+            return [self._norm(x, axis) for x in xs]
         f = {"sum": self.xp.sum, "max": self.xp.max, "min": self.xp.min}[op]
         out = []
         for x in xs:
@@ -320,6 +391,13 @@ class ArrayLeafOps(LeafOps):
                 out.append(f(x, axis=axis, keepdims=True))
         return out
 
+    def _norm(self, x, axis):
+        """The 2-norm along ``axis`` (None: the whole leaf), keeping dims; accumulated in at least float32."""
+        low = _dtype_name(x.dtype) in _LOW_PRECISION
+        y = x.astype(self.xp.float32) if low else x
+        value = self.xp.sqrt(self.xp.sum(y * y, axis=axis, keepdims=True))
+        return self._exact(value.astype(x.dtype)) if low else value
+
     def clip(self, s, low, high):
         return self.xp.clip(s, low, high)
 
@@ -328,6 +406,40 @@ class ArrayLeafOps(LeafOps):
 
     def leaf_ndim(self, x):
         return x.ndim
+
+    def _dtype(self, name):
+        if hasattr(self.xp, name):
+            return getattr(self.xp, name)
+        import ml_dtypes  # NumPy's bfloat16 (installed with jax)
+
+        return getattr(ml_dtypes, name)
+
+    def matmul(self, xs, ys, alpha=1.0, beta=0.0, cs=None):
+        out = []
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            dtype = x.dtype
+            low = _dtype_name(dtype) in _LOW_PRECISION
+            if low:  # float32 accumulation, one rounding to the leaf's dtype
+                x, y = x.astype(self.xp.float32), y.astype(self.xp.float32)
+            value = self.xp.matmul(x, y)
+            if not (_is_number(alpha) and alpha == 1):
+                value = (self.xp.float32(alpha) if low else alpha) * value
+            if cs is not None:
+                c = cs[i].astype(self.xp.float32) if low else cs[i]
+                value = (self.xp.float32(beta) if low else beta) * c + value
+            out.append(self._exact(value.astype(dtype)) if low else value)
+        return out
+
+    def transpose(self, xs, which=None):
+        return [self.xp.swapaxes(x, -1, -2) if which is None or which[i] else x for i, x in enumerate(xs)]
+
+    def cast(self, xs, dtype):
+        if isinstance(dtype, str):
+            return [self._exact(x.astype(self._dtype(dtype))) for x in xs]
+        return [self._exact(x.astype(like.dtype)) for x, like in zip(xs, dtype)]
+
+    def leaf_shape(self, x):
+        return tuple(int(n) for n in x.shape)
 
 
 class FiniteSumArrayOps(ArrayLeafOps):
@@ -414,6 +526,38 @@ class TreeMath:
 
     def min_along(self, x: Tree, axis) -> Tree:
         return self._along("min", x, axis)
+
+    def norm_along(self, x: Tree, axis) -> Tree:
+        """Per-leaf 2-norms along ``axis`` (None: of each whole leaf), broadcastable against ``x``."""
+        return self._along("norm", x, axis)
+
+    # per-leaf matrix algebra (the last two dimensions of each leaf are its matrix)
+    def matmul(self, a: Tree, b: Tree, *, alpha=1.0, beta=0.0, add: Tree | None = None) -> Tree:
+        """Per leaf ``beta·add + alpha·(a @ b)`` with Python-number ``alpha`` and ``beta``, one rounding per
+        product (``torch.addmm``); ``add`` None: ``alpha·(a @ b)``."""
+        if a is ZERO or b is ZERO:
+            return ZERO if add is None else beta * add
+        cs = None if add is None or add is ZERO else add.leaves
+        return Tree(self.ops.matmul(a.leaves, b.leaves, alpha, beta if cs is not None else 0.0, cs), self.ops)
+
+    def transpose(self, x: Tree, which=None) -> Tree:
+        """Per leaf the transpose of its last two dimensions (only where ``which[i]``, when given)."""
+        return ZERO if x is ZERO else Tree(self.ops.transpose(x.leaves, which), self.ops)
+
+    def cast(self, x: Tree, dtype) -> Tree:
+        """Per leaf ``x`` in ``dtype``: a dtype name (``"bfloat16"``) or a tree whose leaves' dtypes to take."""
+        if x is ZERO:
+            return ZERO
+        return Tree(self.ops.cast(x.leaves, dtype.leaves if isinstance(dtype, Tree) else dtype), self.ops)
+
+    def shapes(self, x: Tree) -> list[tuple]:
+        """The shape of every leaf (static: specs may branch on it)."""
+        return [self.ops.leaf_shape(leaf) for leaf in x.leaves]
+
+    def per_leaf(self, values) -> Tree:
+        """A tree of one scalar (a number or a 0-dim value) per leaf, for a per-leaf factor: ``x * o.per_leaf([...])``
+        (with the tree on the left)."""
+        return Tree(list(values), self.ops)
 
     def leaf_min(self, leaf) -> float:
         """The smallest entry of one concrete leaf (for validation, never inside a step)."""

@@ -109,7 +109,19 @@ BASE_SCALINGS: dict[str, tuple[Callable[[float], dict], Callable[[float], dict] 
                  lambda h: {"square_avg": [toy_grad([THETA0])[0] ** 2], "acc_delta": [toy_grad([THETA0])[0] ** 2]}),
     "Rprop": (lambda h: {"lr": h, "etas": (1 - h / 2, 1 + h), "step_sizes": (1e-6 * h, 50 * h), "maximize": True}, None),
     "ASGD": (lambda h: {"lr": h, "lambd": 0.5, "t0": 0.3 / h}, None),
+    # optax's zoo: the scalings of tests/test_ode.py (T = 0.5 is before the sign flows' first switching surface)
+    "Lion": (lambda h: {"lr": h, "b1": 0.9, "b2": 1 - C1 * h, "weight_decay": 0.5}, None),
+    "AdaBelief": (lambda h: {"lr": h, "b1": 1 - C1 * h, "b2": 1 - C2 * h, "eps": 0.5, "eps_root": 1e-3 * h}, None),
+    "Yogi": (lambda h: {"lr": h, "b1": 1 - C1 * h, "b2": 1 - h / 2, "eps": 1e-3},
+             lambda h: {"exp_avg_sq": [10 * toy_grad([THETA0])[0] ** 2]}),  # sign(v − g²) = +1: the smooth regime
+    "Lamb": (lambda h: {"lr": h, "b1": 1 - C1 * h, "b2": 1 - C2 * h, "eps": 1e-3, "weight_decay": 0.5}, None),
+    "Lars": (lambda h: {"lr": h * h, "momentum": 1 - GAMMA * h, "weight_decay": 0.1, "trust_coefficient": 1.0}, None),
 }
+# Steps that coincide with their flow between sign changes (a constant −lr·sign per step): no error to fit, so they
+# are not measured here; tests/test_ode.py checks that they are exact, tests/test_zoo_optax_new.py what converges.
+EXACT = {"SignSGD", "Signum"}
+# Not measured: Muon orthogonalizes in bfloat16 and takes matrices only (tests/test_ode.py's NOT_MEASURED says why)
+UNMEASURED = {"Muon"}
 
 
 def scaling(spec: Spec) -> tuple[Callable[[float], dict], Callable[[float], dict] | None]:
@@ -222,7 +234,8 @@ class Config:
 
     hs: tuple[float, ...] = (0.04, 0.02, 0.01, 0.005, 0.0025, 0.00125)
     horizon: float = 0.5
-    optimizers: tuple[str, ...] = field(default_factory=lambda: tuple(spec.name for spec in dynopt.ZOO))
+    optimizers: tuple[str, ...] = field(default_factory=lambda: tuple(spec.name for spec in dynopt.ZOO
+                                                                       if spec.name not in EXACT | UNMEASURED))
     modified: tuple[str, ...] = ("SGD", "Momentum", "Nesterov", "EG")
     trajectory_h: dict[str, float] = field(default_factory=lambda: {"SGD": 0.06, "Momentum": 0.2, "Nesterov": 0.15, "EG": 0.1})
     trajectory_horizon: float = 3.0

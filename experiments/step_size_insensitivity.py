@@ -202,9 +202,12 @@ def _jax_runner(name: str, rest: tuple, objective: Objective, steps: int, schedu
     import jax
     import jax.numpy as jnp
 
+    import dynopt
     import dynopt.jax
 
-    factory = getattr(dynopt.jax, name)
+    # the spec itself, with its own (torch) hyperparameter names as `rest` has them; dynopt.jax.<name> speaks optax
+    spec = next((s for s in dynopt.REGISTRY.values() if s.jax_name == name), None)
+    factory = dynopt.jax.from_spec(spec) if spec is not None else getattr(dynopt.jax, name)
 
     @jax.jit
     def iterate(lr, params0, consts, batches):

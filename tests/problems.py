@@ -25,10 +25,11 @@ class Problem:
     noise: np.ndarray  # (steps, total size)
     theta0: list[np.ndarray]
     sign: float = 1.0  # −1 flips the loss, so that a maximizing optimizer converges too
+    shapes: tuple = tuple(SHAPES)
 
     def grads(self, k: int, params, xp_matmul):
         out, offset = [], 0
-        for A, c, p, shape in zip(self.A, self.c, params, SHAPES):
+        for A, c, p, shape in zip(self.A, self.c, params, self.shapes):
             n = A.shape[0]
             flat = p.reshape(-1)
             g = xp_matmul(A, flat - c) + self.noise[k, offset : offset + n]
@@ -37,18 +38,32 @@ class Problem:
         return out
 
 
-def make_problem(seed: int, steps: int, curvature: float = 2.0, maximize: bool = False, positive: bool = False) -> Problem:
+def shapes_for(spec, shapes=SHAPES) -> list[tuple]:
+    """The shapes among ``shapes`` whose parameters ``spec`` accepts (its ``check_param`` on a leaf of ones):
+    all of them, except for an optimizer of matrices only (Muon: 2-D parameters)."""
+    if spec is None or spec.check_param is None:
+        return list(shapes)
+    from dynopt.tree import ArrayLeafOps, TreeMath
+
+    o = TreeMath(ArrayLeafOps(np))
+    return [s for s in shapes if not spec.check_param(o, spec.namespace({}), np.ones(s))]
+
+
+def make_problem(seed: int, steps: int, curvature: float = 2.0, maximize: bool = False, positive: bool = False,
+                 spec=None) -> Problem:
+    """``spec``: keep only the shapes of :data:`SHAPES` that it accepts (:func:`shapes_for`)."""
     rng = np.random.default_rng(seed)
     A, c, theta0 = [], [], []
-    for shape in SHAPES:
+    shapes = shapes_for(spec) if spec is not None else SHAPES
+    for shape in shapes:
         n = int(np.prod(shape))
         M = rng.normal(size=(n, n))
         Q, _ = np.linalg.qr(M)
         A.append(Q @ np.diag(rng.uniform(0.1, curvature, size=n)) @ Q.T)
         c.append(rng.normal(size=n) + 1.0)
         theta0.append(np.abs(rng.normal(size=shape)) + 0.1 if positive else rng.normal(size=shape))
-    total = sum(int(np.prod(s)) for s in SHAPES)
-    return Problem(A, c, 0.1 * rng.normal(size=(steps, total)), theta0, -1.0 if maximize else 1.0)
+    total = sum(int(np.prod(s)) for s in shapes)
+    return Problem(A, c, 0.1 * rng.normal(size=(steps, total)), theta0, -1.0 if maximize else 1.0, tuple(shapes))
 
 
 # Hyperparameters whose value 0 is a choice of its own: it switches a term, a branch or a state
@@ -84,9 +99,17 @@ RANDOM = {
     "momentum_decay": lambda rng: float(10 ** rng.uniform(-3, -1)),
     "lambd": lambda rng: float(10 ** rng.uniform(-4, -1)),
     "t0": lambda rng: float(rng.integers(0, 150)),  # averaging starts within the 200 steps
+    "ns_coefficients": lambda rng: tuple(float(x + rng.uniform(-0.05, 0.05)) for x in (3.4445, -4.7750, 2.0315)),
+    "b1": lambda rng: float(rng.uniform(0.5, 0.95)),  # optax's separate decays (Lion, AdaBelief, Yogi, LAMB)
+    "b2": lambda rng: float(rng.uniform(0.9, 0.9999)),
+    "beta": lambda rng: float(rng.uniform(0.5, 0.95)),  # Signum
+    "eps_root": lambda rng: float(10 ** rng.uniform(-16, -8)),
+    "trust_coefficient": lambda rng: float(10 ** rng.uniform(-3, 0)),  # LARS
 }
 # Static options the draws leave at their default, and why.
-NOT_DRAWN = {"axis": "one axis must exist in every leaf, and SHAPES has a 0-d leaf (tests/test_independent.py covers axis=1)"}
+NOT_DRAWN = {"axis": "one axis must exist in every leaf, and SHAPES has a 0-d leaf (tests/test_independent.py covers axis=1)",
+             "ns_steps": "Muon's Newton–Schulz iteration count, an int: the default 5 (tests/test_adafactor_muon.py and "
+                         "torch's optim_db grid in tests/test_conformance_torch.py vary it)"}
 
 
 def choices(h) -> tuple | None:
@@ -164,7 +187,7 @@ def _repair(spec, cases: list[dict], design: dict) -> bool:
 
 def drawn_level(hp: dict, name: str):
     value = hp[name]
-    return value if isinstance(value, (bool, str)) else (ZERO if value == 0 else NONZERO)
+    return value if value is None or isinstance(value, (bool, str)) else (ZERO if value == 0 else NONZERO)
 
 
 def _draw_cases(spec, n: int, rng, fixed: dict) -> tuple[list[dict], dict]:
@@ -189,6 +212,8 @@ def _draw_cases(spec, n: int, rng, fixed: dict) -> tuple[list[dict], dict]:
             level = design.get(h.name, [None] * n)[i]
             if h.name in fixed:
                 hp[h.name] = fixed[h.name]
+            elif h.name in design and level is None:  # None is one of the option's choices (Muon's adjust_lr_fn)
+                hp[h.name] = None
             elif level == ZERO:
                 hp[h.name] = 0.0
             elif level == NONZERO or (level is None and h.name in RANDOM):

@@ -44,7 +44,7 @@ def run_torch(make_optimizer, problem: Problem, steps: int, dtype="float64", sch
     sched = scheduler(opt) if scheduler else None
     A = [torch.tensor(a, dtype=params[0].dtype) for a in problem.A]
     prob = Problem(A, [torch.tensor(c, dtype=params[0].dtype) for c in problem.c],
-                   torch.tensor(problem.noise, dtype=params[0].dtype), None, problem.sign)
+                   torch.tensor(problem.noise, dtype=params[0].dtype), None, problem.sign, problem.shapes)
     for k in range(steps):
         with torch.no_grad():
             grads = prob.grads(k, params, torch.matmul)
@@ -64,7 +64,8 @@ def run_optax(transform, problem: Problem, steps: int, dtype="float64"):
     jdtype = jnp.float64 if dtype == "float64" else jnp.float32
     params = [jnp.asarray(p, dtype=jdtype) for p in problem.theta0]
     A = [jnp.asarray(a, dtype=jdtype) for a in problem.A]
-    prob = Problem(A, [jnp.asarray(c, dtype=jdtype) for c in problem.c], jnp.asarray(problem.noise, dtype=jdtype), None, problem.sign)
+    prob = Problem(A, [jnp.asarray(c, dtype=jdtype) for c in problem.c], jnp.asarray(problem.noise, dtype=jdtype), None, problem.sign,
+                   problem.shapes)
     state = transform.init(params)
 
     @jax.jit

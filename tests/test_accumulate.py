@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 import torch
+from problems import shapes_for
 
 import dynopt
 import dynopt.jax
@@ -27,7 +28,14 @@ MICRO = [[RNG.normal(size=s) for s in SHAPES] for _ in range(K * STEPS)]
 
 def micro_grads(index, params):
     """A gradient that depends on the parameters and on the micro-batch (so that means matter)."""
-    return [0.5 * p + g for p, g in zip(params, MICRO[index])]
+    by_shape = {g.shape: g for g in MICRO[index]}  # the parameters of theta0(spec), a part of SHAPES' leaves
+    return [0.5 * p + by_shape[tuple(p.shape)] for p in params]
+
+
+def theta0(spec):
+    """THETA0, less the leaves ``spec`` refuses (Muon takes matrices only; problems.shapes_for)."""
+    kept = shapes_for(spec, SHAPES)
+    return [p for p, s in zip(THETA0, SHAPES) if s in kept]
 
 
 HYPER = {"SGD": {"weight_decay": 0.1}, "Momentum": {"dampening": 0.3, "weight_decay": 0.1}, "RMSprop": {"centered": True,
@@ -41,11 +49,11 @@ def hyper_of(spec):
 def run_base_on_means(spec, hyper):
     """The oracle: the base optimizer on the mean of each group of K micro-gradients (taken at fixed params)."""
     opt = dynopt.numpy.from_spec(spec)(**hyper)
-    params = [p.copy() for p in THETA0]
+    params = [p.copy() for p in theta0(spec)]
     state = opt.init(params)
     for step in range(STEPS):
         grads = [micro_grads(step * K + j, params) for j in range(K)]
-        mean = [sum(g[i] for g in grads) / K for i in range(len(SHAPES))]
+        mean = [sum(g[i] for g in grads) / K for i in range(len(params))]
         updates, state = opt.update(mean, state, params)
         params = [p + u for p, u in zip(params, updates)]
     return params, state
@@ -53,7 +61,7 @@ def run_base_on_means(spec, hyper):
 
 def run_accumulated_numpy(spec, hyper, **options):
     opt = dynopt.numpy.from_spec(dynopt.accumulate(spec, K, **options))(**hyper)
-    params = [p.copy() for p in THETA0]
+    params = [p.copy() for p in theta0(spec)]
     state = opt.init(params)
     for index in range(K * STEPS):
         updates, state = opt.update(micro_grads(index, params), state, params)
@@ -76,7 +84,7 @@ def test_accumulate_equals_the_base_on_the_mean_gradient_numpy_torch_jax(spec):
     assert all(np.array_equal(x, np.zeros_like(x)) for x in state.values["accumulated_grad"])
     # torch: reference path and default flat path
     for flat in (False, True):
-        params = [torch.nn.Parameter(torch.tensor(p)) for p in THETA0]
+        params = [torch.nn.Parameter(torch.tensor(p)) for p in theta0(spec)]
         opt = dynopt.torch.from_spec(dynopt.accumulate(spec, K))(params, **hyper, flat=flat)
         for index in range(K * STEPS):
             for p, g in zip(params, micro_grads(index, [q.detach().numpy() for q in params])):
@@ -87,7 +95,7 @@ def test_accumulate_equals_the_base_on_the_mean_gradient_numpy_torch_jax(spec):
     # JAX
     hyper = dict(hyper)
     opt = dynopt.jax.from_spec(dynopt.accumulate(spec, K))(hyper.pop("lr"), **hyper)
-    params = [jnp.asarray(p) for p in THETA0]
+    params = [jnp.asarray(p) for p in theta0(spec)]
     state = opt.init(params)
     for index in range(K * STEPS):
         grads = [jnp.asarray(g) for g in micro_grads(index, [np.asarray(p) for p in params])]

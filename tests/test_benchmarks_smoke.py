@@ -35,6 +35,14 @@ def test_a_torch_row_per_layout_and_optimizer(fast_run):
         line = f"| {r['layout']} | {r['optimizer']} | {r['dynopt_ms']:.2f} |"
         assert line in text
     assert {r["ref"] for r in rows if r["optimizer"] == "EG"} == {"dynopt SGD"}
+    for r in rows:  # the flat-parameter mode: every parameter stepped in place, on both paths
+        assert r["flatp_direct"] == (len(step_time.FAST_LAYOUTS[r["layout"][0]][1]),) * 2, r
+        assert r["direct"] == (1, 1) if r["layout"][0] == "a" else r["direct"][0] < r["flatp_direct"][0], r
+        for key in ("flatp_ms", "flatp_fused_ms", "flatp_vs_ref", "flatp_fused_vs_ref"):
+            assert _positive(r[key]), (r["layout"], r["optimizer"], key, r[key])
+        if r["ref"] == "torch fused":
+            assert _positive(r["flatp_vs_torch_fused"]) and _positive(r["flatp_fused_vs_torch_fused"]), r
+    assert "### flat-parameter mode" in text
     assert {r["ref"] for r in rows if r["optimizer"] == "MetaAdam"} == {"dynopt Adam"}
     assert all(r["ref"].startswith("torch ") for r in rows if r["optimizer"] in ("SGD", "Adam"))
 
@@ -65,6 +73,7 @@ def test_memory_rows(fast_run):
     assert len(result["memory"]) == 3 * len(step_time.ORDER)
     for r in result["memory"]:
         assert 0 <= r["dynopt"] <= MAX_STEP_BYTES and 0 <= r["dynopt-fused"] <= MAX_STEP_BYTES, r
+        assert 0 <= r["dynopt-flatp"] <= MAX_STEP_BYTES and 0 <= r["dynopt-flatp-fused"] <= MAX_STEP_BYTES, r
         assert r["param_bytes"] >= 32 * MAX_STEP_BYTES, r  # so that a parameter-sized temporary cannot hide
         assert r["dynopt_flat"] and r["fused_flat"]  # every benchmarked optimizer runs on flat buckets
         assert r["dynopt_held"] > 0 and r["fused_held"] >= 0
@@ -88,7 +97,8 @@ def test_peak_measurement_sees_a_parameter_sized_temporary():
 def test_bytes_per_element_formula():
     entries = {e.name: e for e in step_time._entries()}
     got = {name: step_time.bytes_per_element(entries[name]) for name in step_time.ORDER}
-    assert got == {"SGD": 12, "Momentum": 20, "Nesterov": 20, "RMSprop": 20, "Adam": 28, "EG": 12, "MetaSGD": 40, "MetaAdam": 56}
+    assert got == {"SGD": 12, "Momentum": 20, "Nesterov": 20, "RMSprop": 20, "Adam": 28, "AdamW": 28, "EG": 12, "MetaSGD": 40,
+                   "MetaAdam": 56}
 
 
 def test_resnet18_layout():

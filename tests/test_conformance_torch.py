@@ -27,7 +27,11 @@ Error inputs: each construction error torch declares must raise the same excepti
 warning category) in dynopt; an error caused by a param group is torch's own (dynopt inherits it)
 and must match torch's message pattern, an error caused by a hyperparameter must name that
 argument (its name or label) and show its value. The culprit argument is found by asking torch:
-the kwarg whose removal lets torch construct the optimizer.
+the kwarg whose removal lets torch construct the optimizer. An error torch declares at the first
+step (Muon's complex parameters) must be raised at the step by both, with torch's message.
+
+Muon takes matrices only (``MATRICES_ONLY``): its model is the same without biases, and its
+sample parameter for error inputs is a (2, 3) matrix.
 
 Skipped, with reasons (``SKIPPED_OPTIONS`` below; a test checks that every config of the grids
 is either run or skipped for one of these reasons):
@@ -48,8 +52,8 @@ The reference for NAdam and ASGD keeps their 0-dim per-parameter state in float6
 otherwise rounds it to float32 (documented in their docstrings).
 
 Configs run (torch 2.13.0): SGD 9 (+ Momentum 3, Nesterov 1 as views), Adam 5, AdamW 5, NAdam 7,
-RAdam 6, Adamax 5, Adagrad 7, Adadelta 6, Rprop 5, ASGD 7, RMSprop 8; error inputs: 85 run, skipped
-the 4 with ``foreach=True`` (``test_config_counts`` asserts each count is > 0 and prints them).
+RAdam 6, Adamax 5, Adagrad 7, Adadelta 6, Rprop 5, ASGD 7, RMSprop 8, Muon 7; error inputs: 94 run
+(Muon's 9 among them), skipped the 4 with ``foreach=True`` (``test_config_counts`` asserts each count is > 0 and prints them).
 
 torch's test helpers import ``expecttest`` (a torch development dependency used only by their
 TestCase base class). When it is not installed, an empty stand-in is registered for the import and
@@ -101,7 +105,8 @@ def _torch_test_inputs():
 
 
 OPTIM_DB, ERROR_ON = _torch_test_inputs()
-TORCH_NAMES = ("SGD", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Adagrad", "Adadelta", "Rprop", "ASGD", "RMSprop")
+TORCH_NAMES = ("SGD", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Adagrad", "Adadelta", "Rprop", "ASGD", "RMSprop", "Muon")
+MATRICES_ONLY = {"Muon"}  # 2-D parameters only (torch raises for others): its model has no biases
 INFOS = {info.name: info for info in OPTIM_DB if info.name in TORCH_NAMES}
 DTYPE = torch.float64
 
@@ -171,9 +176,9 @@ def test_config_counts():
 # ----------------------------------------------------------------------------- helpers
 
 
-def model(seed=0):
+def model(seed=0, bias=True):
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).to(DTYPE)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 5, bias=bias), torch.nn.Tanh(), torch.nn.Linear(5, 1, bias=bias)).to(DTYPE)
     data = torch.randn(16, 4, dtype=DTYPE), torch.randn(16, 1, dtype=DTYPE)
     return net, data
 
@@ -218,7 +223,7 @@ def both(torch_name, torch_kwargs, mine, kwargs, schedule, groups=None):
     """Run dynopt and torch.optim through the same schedule of step kinds; their parameters."""
     results = []
     for make in (lambda ps: build(mine, kwargs, ps), lambda ps: reference(torch_name, torch_kwargs, ps)):
-        net, data = model()
+        net, data = model(bias=torch_name not in MATRICES_ONLY)
         opt = make(groups(net) if groups else net.parameters())
         for kind in schedule:
             step(net, data, opt, kind)
@@ -244,12 +249,12 @@ def assert_same_state(a, b):
 def test_parity_over_25_steps(torch_name, torch_kwargs, mine, kwargs):
     ours, theirs = both(torch_name, torch_kwargs, mine, kwargs, ["grad"] * 25)
     assert_close(ours, theirs)
-    assert not all(torch.equal(a, b) for a, b in zip(ours, params_of(model()[0])))  # it moved
+    assert not all(torch.equal(a, b) for a, b in zip(ours, params_of(model(bias=torch_name not in MATRICES_ONLY)[0])))
 
 
 @pytest.mark.parametrize("torch_name, torch_kwargs, mine, kwargs", CASES)
 def test_state_dict_round_trip_through_weights_only_load(torch_name, torch_kwargs, mine, kwargs):
-    net, data = model()
+    net, data = model(bias=torch_name not in MATRICES_ONLY)
     opt = build(mine, kwargs, net.parameters())
     for _ in range(5):
         step(net, data, opt)
@@ -273,7 +278,7 @@ def test_state_dict_round_trip_through_weights_only_load(torch_name, torch_kwarg
 
 @pytest.mark.parametrize("torch_name, torch_kwargs, mine, kwargs", CASES)
 def test_loads_an_older_state_dict(torch_name, torch_kwargs, mine, kwargs):
-    net, data = model()
+    net, data = model(bias=torch_name not in MATRICES_ONLY)
     opt = build(mine, kwargs, net.parameters())
     for _ in range(5):
         step(net, data, opt)
@@ -284,11 +289,12 @@ def test_loads_an_older_state_dict(torch_name, torch_kwargs, mine, kwargs):
         for key in newer & set(group):
             del group[key]
             deleted.append(key)
-    assert "maximize" in deleted and "skip_nonfinite" in deleted
+    flags = [key for key in ("maximize", "skip_nonfinite") if key in opt.param_groups[0]]  # torch.optim.Muon: no maximize
+    assert "skip_nonfinite" in flags and set(flags) <= set(deleted)
     twin = copy.deepcopy(net)
     loaded = build(mine, kwargs, twin.parameters())
     loaded.load_state_dict(old)
-    for key in ("maximize", "skip_nonfinite"):
+    for key in flags:
         assert loaded.param_groups[0][key] == opt.param_groups[0][key]
     for _ in range(5):
         step(net, data, opt)
@@ -303,11 +309,12 @@ def test_group_at_lr_1e_28_does_not_move(torch_name, torch_kwargs, mine, kwargs)
 
     ours, theirs = both(torch_name, torch_kwargs, mine, kwargs, ["grad"] * 10, groups)
     assert_close(ours, theirs)
-    start = params_of(model()[0])
+    net = model(bias=torch_name not in MATRICES_ONLY)[0]
+    start, first = params_of(net), len(list(net[0].parameters()))  # the parameters of the second group follow
     if torch_name == "Rprop":  # lr only sets the first step size, which step_sizes[0] then bounds from below
-        assert all(not torch.equal(a, b) for a, b in zip(theirs[2:], start[2:]))
+        assert all(not torch.equal(a, b) for a, b in zip(theirs[first:], start[first:]))
     else:
-        assert_equal(ours[2:], start[2:])
+        assert_equal(ours[first:], start[first:])
     assert [torch.equal(a, b) for a, b in zip(ours, start)] == [torch.equal(a, b) for a, b in zip(theirs, start)]
     assert not torch.equal(ours[0], start[0])
 
@@ -316,10 +323,11 @@ def test_group_at_lr_1e_28_does_not_move(torch_name, torch_kwargs, mine, kwargs)
 def test_all_none_gradients_change_nothing(torch_name, torch_kwargs, mine, kwargs):
     ours, theirs = both(torch_name, torch_kwargs, mine, kwargs, ["none", "grad", "grad", "none", "none", "grad"])
     assert_close(ours, theirs)
-    net, data = model()
+    bias = torch_name not in MATRICES_ONLY
+    net, data = model(bias=bias)
     opt = build(mine, kwargs, net.parameters())
     step(net, data, opt, "none")
-    assert len(opt.state) == 0 and all(torch.equal(a, b) for a, b in zip(params_of(net), params_of(model()[0])))
+    assert len(opt.state) == 0 and all(torch.equal(a, b) for a, b in zip(params_of(net), params_of(model(bias=bias)[0])))
     step(net, data, opt)
     before, snapshot = params_of(net), state_snapshot(opt)
     step(net, data, opt, "none")
@@ -336,7 +344,7 @@ def test_all_zero_gradients_match_torch(torch_name, torch_kwargs, mine, kwargs):
 
 @pytest.mark.parametrize("torch_name, torch_kwargs, mine, kwargs", CASES)
 def test_deepcopy_continues_in_lockstep(torch_name, torch_kwargs, mine, kwargs):
-    net, data = model()
+    net, data = model(bias=torch_name not in MATRICES_ONLY)
     opt = build(mine, kwargs, net.parameters())
     for _ in range(3):
         step(net, data, opt)
@@ -350,9 +358,9 @@ def test_deepcopy_continues_in_lockstep(torch_name, torch_kwargs, mine, kwargs):
 
 @pytest.mark.parametrize("torch_name, torch_kwargs, mine, kwargs", CASES)
 def test_printing_matches_torch(torch_name, torch_kwargs, mine, kwargs):
-    net, _ = model()
+    net, _ = model(bias=torch_name not in MATRICES_ONLY)
     opt = build(mine, kwargs, net.parameters())
-    ref = reference(torch_name, torch_kwargs, model()[0].parameters())
+    ref = reference(torch_name, torch_kwargs, model(bias=torch_name not in MATRICES_ONLY)[0].parameters())
     text, ref_text = repr(opt), repr(ref)
     assert text.startswith(f"{mine} (\nParameter Group 0\n") and text.endswith(")")
     shared = sorted(set(opt.param_groups[0]) & set(ref.param_groups[0]) - {"params"})
@@ -381,8 +389,9 @@ def culprits(torch_name, kwargs, params):
     return found
 
 
-def sample_params():
-    return [torch.nn.Parameter(torch.randn(2, dtype=DTYPE))]
+def sample_params(torch_name):
+    shape = (2, 3) if torch_name in MATRICES_ONLY else (2,)
+    return [torch.nn.Parameter(torch.randn(shape, dtype=DTYPE))]
 
 
 @pytest.mark.parametrize("torch_name, mine, error", ERROR_CASES)
@@ -390,8 +399,14 @@ def test_declared_error_inputs(torch_name, mine, error):
     spec_input = error.optimizer_error_input
     kwargs = spec_input.kwargs
     _, translated = translate(torch_name, kwargs)
-    params = spec_input.params if spec_input.params is not None else sample_params()
-    assert error.error_on == ERROR_ON.CONSTRUCTION_ERROR  # the only kind torch declares for these on CPU
+    params = spec_input.params if spec_input.params is not None else sample_params(torch_name)
+    if error.error_on == ERROR_ON.STEP_ERROR:  # at the first step (Adafactor's, Muon's complex parameters)
+        for make in (lambda: reference(torch_name, kwargs, params), lambda: build(mine, translated, params)):
+            opt = make()
+            with pytest.raises(error.error_type, match=error.error_regex):
+                opt.step()
+        return
+    assert error.error_on == ERROR_ON.CONSTRUCTION_ERROR
 
     if issubclass(error.error_type, Warning):
         for make in (lambda: reference(torch_name, kwargs, params), lambda: build(mine, translated, params)):

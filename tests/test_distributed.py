@@ -181,7 +181,7 @@ def loss(p, k):  # a sum of per-entry terms: the gradient needs no reduction acr
 
 report, arrays = {{}}, {{}}
 for name, kw in CONFIGS.items():
-    opt = getattr(dynopt.jax, dynopt.REGISTRY[name].jax_name)(0.01, **kw)
+    opt = dynopt.jax.from_spec(dynopt.REGISTRY[name])(0.01, **kw)  # the spec itself: CONFIGS has its (torch) names
 
     @jax.jit
     def step(p, s, k):

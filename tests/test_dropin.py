@@ -31,7 +31,8 @@ def _parameters(cls):
 
 
 def test_the_torch_names_are_all_there():
-    assert set(TORCH_NAMES) == {"Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "ASGD", "NAdam", "RAdam", "RMSprop", "Rprop", "SGD"}
+    assert set(TORCH_NAMES) == {"Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "ASGD", "Muon", "NAdam", "RAdam", "RMSprop",
+                                "Rprop", "SGD"}
 
 
 @pytest.mark.parametrize("name", TORCH_NAMES)
@@ -94,8 +95,8 @@ def test_nesterov_needs_momentum_and_no_dampening_as_in_torch(kwargs):
         torch.optim.SGD([w], lr=0.1, **kwargs)
     with pytest.raises(ValueError, match="Invalid nesterov value: True .*Nesterov momentum requires"):
         dynopt.torch.SGD([w], lr=0.1, **kwargs)
-    with pytest.raises(ValueError, match="Nesterov momentum requires"):  # the rule holds in every backend
-        dynopt.jax.sgd(0.1, **kwargs)
+    with pytest.raises(ValueError, match="Nesterov momentum requires"):  # the rule holds for the spec in every backend
+        dynopt.jax.from_spec(dynopt.sgd)(0.1, **kwargs)  # (dynopt.jax.sgd is optax.sgd's, which has no such rule)
     opt = dynopt.torch.SGD([w], lr=0.1, momentum=0.9, nesterov=True)
     with pytest.raises(ValueError, match="Nesterov momentum requires"):  # and for a param group
         opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(1))], "momentum": 0.0})

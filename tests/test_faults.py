@@ -36,6 +36,7 @@ import numpy as np
 import optax
 import pytest
 import torch
+from problems import shapes_for
 from torch_references import torch_class
 from zoo_options import STATEFUL
 
@@ -65,7 +66,7 @@ TORCH_OPTIM = {
 
 # Steps by the sign of the gradient: torch's sign(NaN) is 0 and sign(±inf) is ±1, so a non-finite gradient makes
 # the coordinate pause or take one bounded step, in torch.optim.Rprop as in dynopt's torch class (parameters stay finite).
-SIGN_BASED = {"Rprop"}
+SIGN_BASED = {"Rprop", "SignSGD", "Signum", "Lion"}  # Lion: the average m becomes NaN, its sign 0, θ only decays
 
 
 def test_every_registered_optimizer_is_covered():
@@ -73,7 +74,7 @@ def test_every_registered_optimizer_is_covered():
 
 
 def jax_factory(name):
-    return getattr(dynopt.jax, dynopt.REGISTRY[name].jax_name)
+    return dynopt.jax.from_spec(dynopt.REGISTRY[name])  # the spec itself, with its (torch) names: CONFIGS's options
 
 
 def has_reductions(name):
@@ -85,24 +86,33 @@ def has_reductions(name):
 SHAPES = [(3,), (2, 2), ()]
 
 
-def gradients(steps, bad=None, value=float("nan")):
-    """Deterministic gradients for three parameters; ``bad = (step, parameter)`` puts ``value`` in one entry."""
+def shapes_of(name=None):
+    """SHAPES, each shape an optimizer refuses (Muon takes matrices only) as a matrix of one row."""
+    spec = dynopt.REGISTRY.get(name)
+    kept = shapes_for(spec, SHAPES)
+    return [s if s in kept else (1, int(np.prod(s))) for s in SHAPES]
+
+
+def gradients(steps, bad=None, value=float("nan"), name=None):
+    """Deterministic gradients for three parameters (of ``shapes_of(name)``); ``bad = (step, parameter)`` puts
+    ``value`` in one entry."""
     rng = np.random.default_rng(7)
     out = []
     for k in range(steps):
-        gs = [rng.normal(size=shape) for shape in SHAPES]
+        gs = [rng.normal(size=shape) for shape in shapes_of(name)]
         if bad is not None and bad[0] == k:
             gs[bad[1]].reshape(-1)[0] = value
         out.append(gs)
     return out
 
 
-def start():
-    return [np.linspace(0.5, 1.5, int(np.prod(s))).reshape(s) for s in SHAPES]
+def start(name=None):
+    return [np.linspace(0.5, 1.5, int(np.prod(s))).reshape(s) for s in shapes_of(name)]
 
 
 def run_torch(make, grads, **extra):
-    params = [torch.tensor(p, dtype=torch.float64, requires_grad=True) for p in start()]
+    params = [torch.tensor(np.linspace(0.5, 1.5, g.size).reshape(g.shape), dtype=torch.float64, requires_grad=True)
+              for g in grads[0]]  # start(), in the gradients' shapes
     opt = make(params, **extra)
     history = []
     for gs in grads:
@@ -150,7 +160,7 @@ def test_nonfinite_gradient_propagates_like_torch_optim(name, value):
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 @pytest.mark.parametrize("name", NAMES)
 def test_nonfinite_gradient_never_corrupts_another_parameter_torch(name, value):
-    bad, good = gradients(8, bad=(3, 0), value=value), gradients(8)
+    bad, good = gradients(8, bad=(3, 0), value=value, name=name), gradients(8, name=name)
     poisoned, opt, history = run_torch(dynopt_torch(name), bad)
     clean, _, clean_history = run_torch(dynopt_torch(name), good)
     assert bool(torch.isfinite(poisoned[0]).all()) is (name in SIGN_BASED)
@@ -176,8 +186,8 @@ def test_nonfinite_gradient_never_corrupts_another_leaf_jax(name):
     factory = jax_factory(name)
     opt = factory(0.05, **CONFIGS[name])
     runs = []
-    for grads in (gradients(8, bad=(3, 0)), gradients(8)):
-        params = [jnp.asarray(p) for p in start()]
+    for grads in (gradients(8, bad=(3, 0), name=name), gradients(8, name=name)):
+        params = [jnp.asarray(p) for p in start(name)]
         state = opt.init(params)
         history = []
         for gs in grads:
@@ -210,8 +220,8 @@ def test_nonfinite_gradient_never_corrupts_another_leaf_jax(name):
 BAD_STEPS = {0: (0, float("nan")), 3: (1, float("inf")), 4: (2, float("-inf"))}  # step -> (parameter, value)
 
 
-def guarded_sequence(steps=8):
-    grads = gradients(steps)
+def guarded_sequence(steps=8, name=None):
+    grads = gradients(steps, name=name)
     for k, (i, value) in BAD_STEPS.items():
         grads[k][i].reshape(-1)[0] = value
     good = [gs for k, gs in enumerate(grads) if k not in BAD_STEPS]
@@ -220,7 +230,7 @@ def guarded_sequence(steps=8):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_skip_nonfinite_torch_skips_whole_steps(name):
-    grads, good = guarded_sequence()
+    grads, good = guarded_sequence(name=name)
     params, opt, history = run_torch(dynopt_torch(name, skip_nonfinite=True), grads)
     # a guarded group always takes the reference path: compare with it (the flat path's one-pass sums
     # equal it to 1e-12, tests/test_torch_paths.py, not bit for bit)
@@ -229,7 +239,7 @@ def test_skip_nonfinite_torch_skips_whole_steps(name):
         assert torch.equal(a, b)
     assert_tensors_equal(opt.state_dict()["state"], ref_opt.state_dict()["state"])
     first_params, first_state = history[0]
-    assert first_state == {} and all(torch.equal(p, torch.tensor(s)) for p, s in zip(first_params, start()))
+    assert first_state == {} and all(torch.equal(p, torch.tensor(s)) for p, s in zip(first_params, start(name)))
     for k in (3, 4):  # a bad step changes nothing at all
         assert all(torch.equal(a, b) for a, b in zip(history[k][0], history[k - 1][0]))
         assert_tensors_equal(history[k][1], history[k - 1][1])
@@ -298,7 +308,7 @@ def test_an_error_inside_a_step_leaves_no_state_behind():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_skip_nonfinite_jax_skips_whole_steps_under_jit(name):
-    grads, good = guarded_sequence()
+    grads, good = guarded_sequence(name=name)
     factory = jax_factory(name)
     traces = []
 
@@ -312,7 +322,7 @@ def test_skip_nonfinite_jax_skips_whole_steps_under_jit(name):
 
             compiled[opt] = step
         step = compiled[opt]
-        params = [jnp.asarray(p) for p in start()]
+        params = [jnp.asarray(p) for p in start(name)]
         state = opt.init(params)
         history = []
         for gs in sequence:
@@ -341,7 +351,7 @@ def test_skip_nonfinite_jax_keyword_and_inject_hyperparams():
     with pytest.raises(TypeError, match=r"Invalid skip_nonfinite value: 1 \(must be a bool\)"):
         dynopt.jax.adam(0.1, skip_nonfinite=1)
     with pytest.raises(TypeError):
-        dynopt.jax.sgd(0.1, 0.0, False, True)  # keyword-only
+        dynopt.jax.sgd(0.1, 0.9, False, None, True)  # keyword-only (after optax.sgd's four arguments)
     opt = optax.inject_hyperparams(dynopt.jax.adam)(learning_rate=0.1, skip_nonfinite=True)
     params = {"w": jnp.ones(2)}
     state = opt.init(params)
@@ -476,10 +486,17 @@ import dynopt.torch
 CONFIGS = {configs!r}
 
 def setup(name):
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).double()
-    opt = getattr(dynopt.torch, name)(net.parameters(), lr=0.01, **CONFIGS[name])
-    return net, opt, torch.optim.lr_scheduler.StepLR(opt, step_size=7, gamma=0.7)
+    for bias in (True, False):  # an optimizer that takes matrices only (Muon) refuses the biases: none then
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(4, 5, bias=bias), torch.nn.Tanh(), torch.nn.Linear(5, 1, bias=bias))
+        net = net.double()
+        try:
+            opt = getattr(dynopt.torch, name)(net.parameters(), lr=0.01, **CONFIGS[name])
+        except ValueError:
+            if not bias:
+                raise
+            continue
+        return net, opt, torch.optim.lr_scheduler.StepLR(opt, step_size=7, gamma=0.7)
 
 def batch(k):
     g = torch.Generator().manual_seed(1000 + k)
@@ -536,7 +553,7 @@ def loss(p, k):
     noise = jnp.sin(1.7 * k * jnp.arange(1.0, 3.0))  # a different target every step
     return jnp.sum((p["w"] @ p["b"] - noise) ** 2) + jnp.sum(p["b"] ** 2) * p["s"] ** 2 + p["s"] ** 4
 
-opts = {{name: getattr(dynopt.jax, dynopt.REGISTRY[name].jax_name)(0.01, **kw) for name, kw in CONFIGS.items()}}
+opts = {{name: dynopt.jax.from_spec(dynopt.REGISTRY[name])(0.01, **kw) for name, kw in CONFIGS.items()}}
 
 @jax.jit
 def step(runs, k):  # every optimizer in one compiled program

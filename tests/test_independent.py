@@ -135,7 +135,8 @@ def run_torch(cls_name, lr, kw, problem, **path):
 
 
 def run_jax(name, lr, kw, problem):
-    opt = getattr(dynopt.jax, name)(lr, **kw)
+    spec = next(s for s in dynopt.REGISTRY.values() if s.jax_name == name)  # the spec itself, in torch's names (as here)
+    opt = dynopt.jax.from_spec(spec)(lr, **kw)  # (dynopt.jax.<name> speaks optax: tests/test_optax_names.py)
     params = [jnp.asarray(t, dtype=jnp.float64) for t in problem.theta0]
     state = opt.init(params)
     update = jax.jit(opt.update)

@@ -12,6 +12,7 @@ covered too.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import pathlib
 import pickle
@@ -23,6 +24,7 @@ import numpy as np
 import optax
 import pytest
 from zoo_options import STATEFUL, assert_bit_identical, make_step, params0, run
+from zoo_options import params0 as zoo_params0
 
 import dynopt
 import dynopt.jax
@@ -55,9 +57,16 @@ USER = {"PickleSignum": (dynopt.jax.from_spec(SIGNUM), {"momentum": 0.8}),
         "MetaPickleSignum": (dynopt.jax.from_spec(dynopt.meta_step(SIGNUM)), {"momentum": 0.8, "meta_lr": 0.05, "gain_lr": 0.01})}
 
 
+OPTAX_OPTIONS = {"sgd": {"momentum": 0.9}, "rmsprop": {"momentum": 0.5, "centered": True}, "adamw": {"weight_decay": 0.01},
+                 "adadelta": {"weight_decay": 0.01}, "amsgrad": {"b2": 0.99}}  # optax's names: dynopt.jax.<name>
+
+
 def optimizers():
-    zoo = {spec.name: (getattr(dynopt.jax, spec.jax_name), OPTIONS.get(spec.name, {})) for spec in ZOO}
-    return {**zoo, **USER}
+    # the specs themselves (torch's names: OPTIONS), and dynopt.jax's optax views (Adam's adam and amsgrad, ...)
+    zoo = {spec.name: (dynopt.jax.from_spec(spec), OPTIONS.get(spec.name, {})) for spec in ZOO}
+    views = {f"optax.{view.name}": (getattr(dynopt.jax, view.name), OPTAX_OPTIONS.get(view.name, {}))
+             for spec in ZOO for view in spec.optax}
+    return {**zoo, **views, **USER}
 
 
 def test_every_optimizer_of_the_zoo_is_covered():
@@ -67,6 +76,7 @@ def test_every_optimizer_of_the_zoo_is_covered():
 @pytest.mark.parametrize("name", sorted(optimizers()))
 def test_state_pickles_and_continues_bit_identically(name):
     factory, options = optimizers()[name]
+    params0 = functools.partial(zoo_params0, dynopt.REGISTRY.get(name))  # Muon: its matrices only
     opt = factory(0.01, **options)
     step = make_step(opt)
     params, state = run(step, params0(), opt.init(params0()), 0, 3)

@@ -223,6 +223,46 @@ def test_scale_is_readable_in_jax_and_state_dict_round_trips_in_torch():
     assert torch.equal(opt.global_scalars()["scale"], opt2.global_scalars()["scale"])
 
 
+@pytest.mark.parametrize("options", [{"flat": False}, {}, {"fused": True}], ids=["reference", "flat", "fused"])
+def test_a_global_scalar_is_one_tensor_that_every_parameter_state_refers_to(options):
+    """The scale is stored once (one tensor per device and dtype) and every parameter's state entry is that
+    tensor (torch's state_dict is per parameter): nothing copies it per parameter, on any path, after a step
+    with a parameter lacking a gradient, and after load_state_dict (which copies each entry on its own)."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(3, dtype=torch.float64)) for _ in range(4)]
+    opt = dynopt.torch.MetaAdam([{"params": params[:2]}, {"params": params[2:]}], lr=0.01, **options)
+
+    def step(with_grad):
+        opt.zero_grad()
+        quad_loss([params[i] for i in with_grad]).backward()
+        opt.step()
+
+    def ids():
+        return {id(opt.state[p]["scale"]) for p in params if p in opt.state}
+
+    step([0, 1, 2, 3])
+    step([0, 2, 3])  # parameter 1 without a gradient keeps referring to the scale
+    step([0, 1, 2, 3])
+    assert ids() == {id(opt.global_scalars()["scale"])}
+    assert float(opt.global_scalars()["scale"]) != dynopt.meta_adam.defaults["initial_scale"]  # it adapted
+    clone = [p.detach().clone().requires_grad_() for p in params]
+    opt2 = dynopt.torch.MetaAdam([{"params": clone[:2]}, {"params": clone[2:]}], lr=0.01, **options)
+    saved = copy.deepcopy(opt.state_dict())
+    for entry in saved["state"].values():  # as an older checkpoint holds it: one copy per parameter
+        entry["scale"] = entry["scale"].clone()
+    opt2.load_state_dict(saved)
+    assert len({id(opt2.state[p]["scale"]) for p in clone}) == 1
+    assert torch.equal(opt2.global_scalars()["scale"], opt.global_scalars()["scale"])
+    float32 = [torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2, dtype=torch.float64))]
+    mixed = dynopt.torch.MetaSGD(float32, lr=0.1, **options)  # two dtypes: one tensor per dtype, equal values
+    for _ in range(3):
+        mixed.zero_grad()
+        sum((p**2).sum() for p in float32).backward()
+        mixed.step()
+    a, b = (mixed.state[p]["scale"] for p in float32)
+    assert a.dtype == torch.float32 and b.dtype == torch.float64 and float(a) == pytest.approx(float(b), rel=1e-6)
+
+
 @pytest.mark.parametrize("dim, floor", [(20, 0.02), (200, 0.3)])
 def test_noise_alone_barely_moves_the_scale_in_many_dimensions(dim, floor):
     """Below brake_cos the rule is symmetric in the cosine: pure-noise gradients leave log s a
@@ -671,20 +711,30 @@ def final_loss(problems, indices, name, spec, lr):
         return float(loss(np, params, x, y))
 
 
-@pytest.mark.parametrize("name", INSENSITIVE)
+# the other one-gradient bases of the zoo, wrapped by dynopt.meta_step with the library defaults
+OTHER_BASES = ["AdamW", "RAdam", "Adamax", "Adagrad", "Adadelta", "NAdam", "ASGD", "Rprop"]
+# Rprop is a full-batch method: on these minibatches its own best-tuned gap is 0.100 and its best MLP loss 0.176,
+# and meta_step(Rprop) ends at a worst gap of 0.138 and 1.36× (measured, seed 0): its own, looser bounds
+LOOSER = {"Rprop": (0.15, 1.4)}
+
+
+@pytest.mark.parametrize("name", INSENSITIVE + [f"Meta{b}" for b in OTHER_BASES])
 def test_defaults_are_insensitive_to_the_initial_lr_on_minibatch_digits(digits_problem, name):
     """Softmax regression: the worst final gap to L* over lr ∈ {1e-4, …, 1} is at most 0.1 (measured with
-    seed 0: at most 0.005 for every wrapper; the old defaults reached 1.2 for MetaAdam). The MLP
+    seed 0: at most 0.01 for every wrapper but Rprop's; the old defaults reached 1.2 for MetaAdam). The MLP
     64-32-10 (tanh): the worst final loss over the grid is within 1.2× of the base's best over the same
-    grid (measured: at most 1.06×; old defaults up to 106×)."""
+    grid (measured: at most 1.07×; old defaults up to 106×). MetaAdamW's hypergradient leaves the decoupled
+    decay out: with it, the scale fell to the floor (worst gap 0.052, MLP 1.78×)."""
     problems, indices = digits_problem
-    spec, base = dynopt.REGISTRY[name], dynopt.REGISTRY[name.removeprefix("Meta")]
+    base = dynopt.REGISTRY[name.removeprefix("Meta")]
+    spec = dynopt.REGISTRY.get(name) or dynopt.meta_step(base)
+    gap_bound, loss_ratio = LOOSER.get(base.name, (0.1, 1.2))
     minimum = problems["softmax"][3]
     gaps = [final_loss(problems, indices, "softmax", spec, lr) - minimum for lr in GRID]
-    assert max(gaps) <= 0.1, dict(zip(GRID, gaps))
+    assert max(gaps) <= gap_bound, dict(zip(GRID, gaps))
     meta = [final_loss(problems, indices, "mlp", spec, lr) for lr in GRID]
     tuned = min(final_loss(problems, indices, "mlp", base, lr) for lr in GRID)
-    assert max(meta) <= 1.2 * tuned, (dict(zip(GRID, meta)), tuned)
+    assert max(meta) <= loss_ratio * tuned, (dict(zip(GRID, meta)), tuned)
 
 
 @pytest.mark.parametrize("name", INSENSITIVE)
@@ -707,3 +757,24 @@ def test_defaults_do_not_boom_and_bust_on_full_batch_digits(name):
                 params = [p + u for p, u in zip(params, updates)]
         gaps.append(objective.value(params) - minimum)
     assert max(gaps) <= 0.05, dict(zip(GRID, gaps))
+
+
+def test_jax_meta_step_updates_donated_state_in_place_without_temporaries():
+    """The global sums read the old state (the last step, the trace); the optax backend makes every new value depend
+    on them (an exact −0.0 added to the gradients), so XLA writes donated state buffers in place instead of copying
+    each one first. Expected: XLA's own buffer accounting (``memory_analysis``) of the compiled step, a property of the
+    program, not a timing: without that dependency it held 2 × 4 MB of copies on a 1M-element leaf."""
+    import jax
+    import optax
+
+    n = 1_000_000
+    params = {"w": jnp.ones(n, jnp.float32)}
+    opt = dynopt.jax.meta_sgd(1e-3)
+
+    def step(p, s, g):
+        updates, s = opt.update(g, s, p)
+        return optax.apply_updates(p, updates), s
+
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt.init(params), params).compile()
+    analysis = compiled.memory_analysis()
+    assert analysis.temp_size_in_bytes < 4 * n / 100, analysis.temp_size_in_bytes

@@ -115,14 +115,51 @@ def meta_cases(base_name):
 SCALING = dict(BASE_CASES)
 SCALING |= {f"Meta{name}": meta_cases(name) for name in ("SGD", "Momentum", "Nesterov", "RMSprop", "Adam")}
 SCALING["NesterovSBC"] = [("", lambda h: {"lr": h * h}, None)]  # s = h²: the ODE clock is t = k·√s
+# optax's zoo (tests/test_zoo_optax_new.py). The sign flows move each coordinate at unit speed: from THETA0 = (1.5, 1)
+# y reaches its switching surface y = 0 at τ = 1, so they run to τ = 0.5 (no sign changes, the smooth piece).
+SCALING["SignSGD"] = [("", lambda h: {"lr": h}, None)]
+SCALING["Signum"] = [("", lambda h: {"lr": h, "beta": 1 - C1 * h}, None)]
+# β₁ is an interpolation weight (fixed), c₂ = (1 − β₂)/h a rate; the decay −λθ is the smooth part Euler errs on
+SCALING["Lion"] = [("", lambda h: {"lr": h, "b1": 0.9, "b2": 1 - C1 * h, "weight_decay": 0.5}, None)]
+# ε = 0.5: once m ≈ ∇L the belief ŝ is small and the step ~ |m̂|/ε (ε = 1e-3 would be a stiff 1/ε speed-up)
+SCALING["AdaBelief"] = [("", lambda h: {"lr": h, "b1": 1 - C1 * h, "b2": 1 - C2 * h, "eps": 0.5, "eps_root": 1e-3 * h},
+                         None)]
+# v₀ = 10∇L² decaying at rate c₂∇L² (c₂ = 1/2): sign(v − ∇L²) stays +1 up to τ = 1, the smooth regime
+SCALING["Yogi"] = [("", lambda h: {"lr": h, "b1": 1 - C1 * h, "b2": 1 - h / 2, "eps": 1e-3},
+                    lambda g: {"exp_avg_sq": [10 * g * g]})]
+SCALING["Lamb"] = [("", lambda h: {"lr": h, "b1": 1 - C1 * h, "b2": 1 - C2 * h, "eps": 1e-3, "weight_decay": 0.5}, None)]
+SCALING["Lars"] = [
+    ("", lambda h: {"lr": h * h, "momentum": 1 - GAMMA * h, "weight_decay": 0.1, "trust_coefficient": 1.0}, None),
+    ("nesterov", lambda h: {"lr": h * h, "momentum": 1 - GAMMA * h, "trust_coefficient": 0.5, "nesterov": True}, None),
+    ("no-momentum", lambda h: {"lr": h, "momentum": 0.0, "weight_decay": 0.1, "trust_coefficient": 1.0, "eps": 0.1}, None),
+]
+HORIZON = {"SignSGD": 0.5, "Signum": 0.5, "Lion": 0.5}  # before the first switching surface (see above)
+# Between sign changes these steps are exact: θ moves by a constant −lr·sign per step, as the flow does (Signum's
+# average m errs at O(h) but only its sign enters θ). Their errors are the reference solver's, not O(h).
+EXACT_ON_SMOOTH_PIECES = {"SignSGD", "Signum"}
+# Optimizers whose order is not fitted, and why; each declares its field non-smooth (Spec.smooth), which
+# test_an_unmeasured_order_is_a_declared_non_smooth_field checks.
+NOT_MEASURED = {
+    "Muon": "it orthogonalizes in bfloat16 (as torch.optim.Muon does): its field is piecewise constant between "
+            "rounding boundaries, so the iterates have an error floor of bfloat16's 2⁻⁸ relative, not an order in h; "
+            "the flow itself, a polar factor (a matrix sign), is non-smooth where a singular value vanishes; and it "
+            "takes matrices only, where this test's problem is a vector",
+}
 CASES = [pytest.param(spec, *case, id=f"{spec.name}-{case[0]}" if case[0] else spec.name)
-         for spec in dynopt.REGISTRY.values() for case in SCALING.get(spec.name, [("missing", None, None)])]
+         for spec in dynopt.REGISTRY.values() if spec.name not in NOT_MEASURED
+         for case in SCALING.get(spec.name, [("missing", None, None)])]
+
+
+@pytest.mark.parametrize("name", sorted(NOT_MEASURED))
+def test_an_unmeasured_order_is_a_declared_non_smooth_field(name):
+    spec = dynopt.REGISTRY[name]
+    assert not spec.smooth(spec.namespace({})), f"{name}: {NOT_MEASURED[name]}"
 
 
 @pytest.mark.parametrize("spec, label, scaled, initial_state", CASES)
 def test_iterates_converge_to_the_flow_at_first_order(spec, label, scaled, initial_state):
     assert scaled is not None, f"add the ODE scaling of {spec.name} to SCALING"
-    horizon = 1.0
+    horizon = HORIZON.get(spec.name, 1.0)
     g0 = nonlinear_grad([THETA0])[0]
     hs = np.array([0.02, 0.01, 0.005, 0.0025])
     errors = []
@@ -140,6 +177,9 @@ def test_iterates_converge_to_the_flow_at_first_order(spec, label, scaled, initi
             params = [params[0] + updates[0]]
         reference = flow(spec, hyper, nonlinear_grad, [THETA0], steps, state=start)
         errors.append(np.max(np.abs(params[0] - reference.params[0][-1])))
+    if spec.name in EXACT_ON_SMOOTH_PIECES:  # measured: ≤ 1.2e-10 (the solver's tolerance), θ moved by 0.5
+        assert max(errors) < 1e-9 and np.max(np.abs(params[0] - THETA0)) > 0.4, (spec.name, errors)
+        return
     slope = np.polyfit(np.log(hs), np.log(errors), 1)[0]
     assert 0.85 <= slope <= 1.15, f"{spec.name} {label}: fitted order {slope:.3f}, errors {errors}"
 

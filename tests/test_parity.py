@@ -63,7 +63,9 @@ def optax_reference(name: str, hp: dict):
 
 
 SPECS = sorted(dynopt.REGISTRY.values(), key=lambda s: s.name)
-TORCH_REFERENCED = ["Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "ASGD", "NAdam", "RAdam", "RMSprop", "Rprop", "SGD"]
+TORCH_REFERENCED = ["Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "ASGD", "Muon", "NAdam", "RAdam", "RMSprop", "Rprop",
+                    "SGD"]
+ALWAYS_DECOUPLED = ["Muon"]  # torch.optim.Muon's decay is θ(1 − lr·λ), with no flag
 TORCH_VIEWS = ["Momentum", "Nesterov"]  # torch.optim.SGD(momentum=μ[, nesterov=True])
 OPTAX_REFERENCED = ["Adadelta", "Adam", "Adamax", "AdamW", "Momentum", "Nesterov", "RMSprop", "SGD"]  # optax has the same rule
 PARAMS = [pytest.param(spec, seed, id=f"{spec.name}-{seed}") for spec in SPECS for seed in SEEDS]
@@ -108,9 +110,10 @@ def test_torch_equals_torch_optim(spec, seed, dtype):
     1 − lr·λ to float32 at every step, a systematic 2⁻²⁴ relative drift (measured: AdamW-2's float32 run is
     9.1e-6 from its float64 run, dynopt's float32 run 9.6e-7), while dynopt forms −lr·λ·θ."""
     hp = hyper(spec, seed, "torch")
-    problem = make_problem(seed, STEPS, maximize=hp.get("maximize", False))
+    problem = make_problem(seed, STEPS, maximize=hp.get("maximize", False), spec=spec)
     mine, opt = run_torch(dynopt_torch(spec, hp), problem, STEPS, dtype)
-    decoupled = hp.get("decoupled_weight_decay", dict(spec.implies).get("decoupled_weight_decay")) and hp["weight_decay"]
+    decoupled = (hp.get("decoupled_weight_decay", dict(spec.implies).get("decoupled_weight_decay"))
+                 or spec.name in ALWAYS_DECOUPLED) and hp["weight_decay"]
     ref, ref_opt = run_torch(torch_reference(spec.name, hp), problem, STEPS, "float64" if decoupled else dtype)
     assert_close(mine, ref, TOL[dtype], f"{spec.name} {hp} params")
     shared = [n for n in spec.state(spec.namespace(hp)) if n in ref_opt.state[ref_opt.param_groups[0]["params"][0]]]
@@ -132,7 +135,7 @@ def test_jax_equals_optax(spec, seed, dtype):
 def test_backends_agree_with_numpy_oracle(spec, seed):
     """Every option, including those without an external reference (dampening, eps_in_sqrt, ...)."""
     hp = hyper(spec, seed, "oracle")
-    problem = make_problem(seed, STEPS, maximize=hp.get("maximize", False), positive=needs_positive_params(hp))
+    problem = make_problem(seed, STEPS, maximize=hp.get("maximize", False), positive=needs_positive_params(hp), spec=spec)
     names = spec.state(spec.namespace(hp))
     oracle, oracle_state = run_numpy(spec, hp, problem, STEPS)
     torch_params, opt = run_torch(dynopt_torch(spec, hp), problem, STEPS)
@@ -166,10 +169,12 @@ def test_decoupled_weight_decay_equals_optax_adamw():
     problem = make_problem(8, STEPS)
     for lr in (0.01, optax.exponential_decay(0.02, transition_steps=1, decay_rate=0.99)):
         theirs, _ = run_optax(optax.adamw(lr, b1=0.8, b2=0.99, weight_decay=0.05), problem, STEPS)
-        for mine in (dynopt.jax.adamw(lr, betas=(0.8, 0.99), weight_decay=0.05),
-                     dynopt.jax.adam(lr, betas=(0.8, 0.99), weight_decay=0.05, decoupled_weight_decay=True)):
+        # dynopt.jax.adamw is optax's; the torch statements (from_spec, torch's names) compute the same numbers
+        for mine in (dynopt.jax.adamw(lr, b1=0.8, b2=0.99, weight_decay=0.05),
+                     dynopt.jax.from_spec(dynopt.adamw)(lr, betas=(0.8, 0.99), weight_decay=0.05),
+                     dynopt.jax.from_spec(dynopt.adam)(lr, betas=(0.8, 0.99), weight_decay=0.05, decoupled_weight_decay=True)):
             assert_close(run_optax(mine, problem, STEPS)[0], theirs, 1e-12, "adamw")
-        coupled, _ = run_optax(dynopt.jax.adam(lr, betas=(0.8, 0.99), weight_decay=0.05), problem, STEPS)
+        coupled, _ = run_optax(dynopt.jax.from_spec(dynopt.adam)(lr, betas=(0.8, 0.99), weight_decay=0.05), problem, STEPS)
         assert max(rel_diff(a, b) for a, b in zip(coupled, theirs)) > 1e-4  # the coupled decay is another optimizer
 
 
@@ -189,30 +194,36 @@ def test_schedules_match_torch_and_optax():
 
 
 def test_rmsprop_momentum_form_differs_from_optax_only_under_schedules():
-    """optax.rmsprop keeps the lr inside the momentum buffer (Sutskever form); dynopt, like torch,
-    scales the whole buffer. Equal at constant lr, different under a decaying schedule (documented)."""
+    """optax.rmsprop keeps the lr inside the momentum buffer (Sutskever form); torch, and dynopt's RMSprop spec
+    (dynopt.torch.RMSprop, and dynopt.jax.from_spec(dynopt.rmsprop)), scale the whole buffer. Equal at constant lr,
+    different under a decaying schedule (documented); dynopt.jax.rmsprop is optax's, under the schedule too."""
     problem = make_problem(5, STEPS)
     kw = dict(alpha=0.9, eps=1e-8, eps_in_sqrt=True, momentum=0.9)
     ref_kw = dict(decay=0.9, eps=1e-8, eps_in_sqrt=True, momentum=0.9)
-    mine, _ = run_optax(dynopt.jax.rmsprop(0.01, **kw), problem, STEPS)
+    torch_form = dynopt.jax.from_spec(dynopt.rmsprop)
+    mine, _ = run_optax(torch_form(0.01, **kw), problem, STEPS)
     ref, _ = run_optax(optax.rmsprop(0.01, **ref_kw), problem, STEPS)
     assert_close(mine, ref, 1e-12, "constant lr")
     schedule = lambda count: 0.01 * 0.98**count  # noqa: E731  (float64 for both JAX and NumPy counts)
-    mine, _ = run_optax(dynopt.jax.rmsprop(schedule, **kw), problem, STEPS)
+    mine, _ = run_optax(torch_form(schedule, **kw), problem, STEPS)
     ref, _ = run_optax(optax.rmsprop(schedule, **ref_kw), problem, STEPS)
     assert max(rel_diff(a, b) for a, b in zip(mine, ref)) > 1e-3
-    # and under the same schedule dynopt.jax still equals torch's form, via the NumPy oracle
+    assert_close(run_optax(dynopt.jax.rmsprop(schedule, **ref_kw), problem, STEPS)[0], ref, 1e-12, "optax's form")
+    # and under the same schedule the spec in JAX still equals torch's form, via the NumPy oracle
     oracle, _ = run_numpy(dynopt.rmsprop, {"lr": schedule, **kw}, problem, STEPS)
     assert_close(mine, oracle, 1e-12, "dynopt.jax vs oracle under a schedule")
 
 
 def test_rmsprop_eps_placement_differs_from_optax_default():
-    """optax.rmsprop defaults to eps inside the square root; dynopt's default (torch's) is outside."""
+    """optax.rmsprop defaults to eps inside the square root, and so does dynopt.jax.rmsprop; the RMSprop spec's
+    default (torch's, dynopt.torch.RMSprop's) is outside, and its eps_in_sqrt=True reproduces optax."""
     problem = make_problem(6, STEPS)
     ref, _ = run_optax(optax.rmsprop(0.01, decay=0.9, eps=1e-2), problem, STEPS)
-    outside, _ = run_optax(dynopt.jax.rmsprop(0.01, alpha=0.9, eps=1e-2), problem, STEPS)
-    inside, _ = run_optax(dynopt.jax.rmsprop(0.01, alpha=0.9, eps=1e-2, eps_in_sqrt=True), problem, STEPS)
+    torch_form = dynopt.jax.from_spec(dynopt.rmsprop)
+    outside, _ = run_optax(torch_form(0.01, alpha=0.9, eps=1e-2), problem, STEPS)
+    inside, _ = run_optax(torch_form(0.01, alpha=0.9, eps=1e-2, eps_in_sqrt=True), problem, STEPS)
     assert_close(inside, ref, 1e-12, "eps_in_sqrt=True reproduces optax")
+    assert_close(run_optax(dynopt.jax.rmsprop(0.01, decay=0.9, eps=1e-2), problem, STEPS)[0], ref, 1e-12, "dynopt.jax")
     assert max(rel_diff(a, b) for a, b in zip(outside, ref)) > 1e-4
 
 
@@ -262,7 +273,7 @@ def required_choices(spec, mode: str) -> dict[str, set]:
 
 def drawn(hp: dict, name: str):
     value = hp[name]
-    return value if isinstance(value, (bool, str)) else ("zero" if value == 0 else "non-zero")
+    return value if value is None or isinstance(value, (bool, str)) else ("zero" if value == 0 else "non-zero")
 
 
 COVERAGE = [pytest.param(spec, mode, id=f"{spec.name}-{mode}") for mode in DRAWS for spec in SPECS

@@ -486,3 +486,98 @@ def test_the_optimizer_says_which_path_ran_and_why():
     guarded.step()
     guarded.step()
     assert (guarded.execution.path, guarded.execution.reason) == ("reference", "skip_nonfinite=True")
+
+
+def test_a_derived_optimizers_checkpoint_loads_only_into_the_same_derivation():
+    """discretize and accumulate mark their torch param groups (scheme, soft_batch, embedded): a checkpoint of the
+    base does not load into a derived optimizer, nor a derived one's into the base or another derivation
+    (ValueError naming the flags, nothing changed); the same derivation loads and continues exactly as the
+    uninterrupted run (the expectation: that run itself)."""
+    derived = {
+        "Momentum": dynopt.momentum,
+        "MomentumHeun": dynopt.discretize(dynopt.momentum, schemes.Heun()),
+        "MomentumAccumulated2": dynopt.accumulate(dynopt.momentum, 2),
+        "MomentumEmbedded2": dynopt.accumulate(dynopt.momentum, 2, embed=True),
+    }
+    classes = {name: dynopt.torch.from_spec(spec) for name, spec in derived.items()}
+
+    def run(cls, steps, w=None, saved=None):
+        w = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64)) if w is None else w
+        opt = cls([w], lr=0.1, momentum=0.9)
+        if saved is not None:
+            opt.load_state_dict(saved)
+
+        def closure():
+            opt.zero_grad()
+            loss = (w**4).sum()
+            loss.backward()
+            return loss
+
+        for _ in range(steps):
+            opt.step(closure)
+        return w, opt
+
+    for source, source_cls in classes.items():
+        w, opt = run(source_cls, 3)
+        saved = opt.state_dict()
+        for target, target_cls in classes.items():
+            if target == source:
+                resumed, _ = run(target_cls, 3, torch.nn.Parameter(w.detach().clone()), saved)
+                straight, _ = run(target_cls, 6)
+                assert torch.equal(resumed, straight)
+                continue
+            fresh = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+            other = target_cls([fresh], lr=0.1, momentum=0.9)
+            with pytest.raises(ValueError, match=r"load_state_dict: param group 0 has .*(scheme|soft_batch|embedded)="
+                                                 r".*, but " + target + " means"):
+                other.load_state_dict(saved)
+            assert other.state_dict()["state"] == {}
+    base_saved = run(classes["Momentum"], 2)[1].state_dict()
+    with pytest.raises(ValueError, match=r"scheme=unset \(the base optimizer\), but MomentumHeun means scheme='Heun'"):
+        classes["MomentumHeun"]([torch.nn.Parameter(torch.ones(2, dtype=torch.float64))], lr=0.1).load_state_dict(base_saved)
+
+
+def _meta_heun_by_hand(lr, steps, meta_lr=0.07, rho=0.97, s0=0.01, shrink=2.0, brake=0.5, delta=0.5):
+    """The meta step (rule "eg", README's "Meta-learned step size") over Heun, written out: Heun's two stages at the
+    effective step lr·s, with s updated first from the hypergradient cosines against the trace D and the last step u
+    (both per unit of s), log s ← log s − γ·cos − (γ↓ − γ)·((max(cos, cos_u) − c₀)₊/(1 − c₀))², growth ≤ δ."""
+    theta, s = THETA0 * 0.5, s0
+    u = D = np.zeros(3)
+    for _ in range(steps):
+        g = quartic_grad([theta])[0]
+        ng = np.linalg.norm(g)
+        cos_d, cos_u = g @ D / (ng * np.linalg.norm(D) + 1e-30), g @ u / (ng * np.linalg.norm(u) + 1e-30)
+        over = max(max(cos_d, cos_u) - brake, 0.0) / (1 - brake)
+        s *= math.exp(min(-meta_lr * cos_d - (shrink - meta_lr) * over**2, delta))
+        k1 = -lr * s * g
+        k2 = -lr * s * quartic_grad([theta + k1])[0]
+        step = (k1 + k2) / 2
+        theta = theta + step
+        u = step / s
+        D = rho * D + u
+    return theta, s
+
+
+def test_the_meta_step_wraps_a_multi_stage_scheme_on_every_backend():
+    """meta_step(discretize(sgd, Heun())): the stages at the effective step lr·s, on NumPy, JAX (grad_fn=) and
+    torch (step(closure), reference and flat paths), equal to the rule written out by hand above (1e-12)."""
+    spec = dynopt.meta_step(dynopt.discretize(dynopt.sgd, schemes.Heun()))
+    assert spec.gradient_calls == 2 and spec.name == "MetaSGDHeun"
+    want, scale = _meta_heun_by_hand(0.3, 12)
+    assert scale != 0.01  # the scale did adapt
+    theta = [THETA0 * 0.5]
+    nopt = dynopt.numpy.from_spec(spec)(0.3)
+    state = nopt.init(theta)
+    for _ in range(12):
+        u, state = nopt.update(quartic_grad(theta), state, theta, grad_fn=quartic_grad)
+        theta = [theta[0] + u[0]]
+    np.testing.assert_allclose(theta[0], want, rtol=0, atol=1e-12)
+    assert float(state.values["scale"]) == pytest.approx(scale, rel=1e-12)
+    for flat in (False, True):
+        got, opt, calls = _torch_run(spec, {"lr": 0.3}, 12, flat=flat)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+        assert calls == 24 and float(opt.global_scalars()["scale"]) == pytest.approx(scale, rel=1e-12)
+    np.testing.assert_allclose(_jax_run(spec, {"lr": 0.3}, 12), want, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"gain_lr=0.1, but per-coordinate gains need a base with one gradient"):
+        gained = dynopt.numpy.from_spec(spec)(0.3, gain_lr=0.1)
+        gained.update(quartic_grad(theta), gained.init(theta), theta, grad_fn=quartic_grad)

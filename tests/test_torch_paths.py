@@ -15,6 +15,7 @@ import io
 
 import pytest
 import torch
+from problems import shapes_for
 
 import dynopt.torch as dt
 from dynopt._backends import torch_flat
@@ -74,10 +75,15 @@ def assert_same(ref, got, atol=1e-12):
 @pytest.mark.parametrize("name,kwargs", CONFIGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)])
 def test_every_path_equals_the_reference_on_the_zoo(name, kwargs, path):
     for layout in LAYOUTS:
+        layout = shapes_for(getattr(dt, name).spec, layout)  # Muon: its matrices only
+        if not layout:
+            continue
         init, grads = problem(layout)
         ref = run(name, kwargs, init, grads, flat=False)
         got = run(name, kwargs, init, grads, **PATHS[path])
-        assert got[1]._flat is not None, f"{name} {layout}: the {path} path was not taken"
+        # a spec that reduces inside a parameter (LAMB's and LARS's trust ratios) always takes the reference path
+        assert got[1]._flat is not None or getattr(got[1], "_needs_leaves", False), \
+            f"{name} {layout}: the {path} path was not taken"
         assert_same(ref, got)
 
 

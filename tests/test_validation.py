@@ -104,7 +104,10 @@ def test_optax_params_required_only_when_needed():
     grads = {"w": jnp.ones(2)}
     plain = dynopt.jax.sgd(0.1)
     plain.update(grads, plain.init(grads))  # no params needed
-    decayed = dynopt.jax.sgd(0.1, weight_decay=0.01)
+    decayed = dynopt.jax.adamw(0.1, weight_decay=0.01)  # optax's sgd has no weight decay; adamw's reads the params
+    with pytest.raises(ValueError, match="adamw: this configuration reads the parameters"):
+        decayed.update(grads, decayed.init(grads))
+    decayed = dynopt.jax.from_spec(dynopt.sgd)(0.1, weight_decay=0.01)  # the SGD spec itself, torch's names
     with pytest.raises(ValueError, match="sgd: this configuration reads the parameters"):
         decayed.update(grads, decayed.init(grads))
 

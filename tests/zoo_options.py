@@ -29,12 +29,29 @@ STATEFUL = {  # options that give each optimizer a non-trivial state (global sca
     "Rprop": {"etas": (0.4, 1.3)},
     "NAdam": {"betas": (0.8, 0.99), "momentum_decay": 0.01, "weight_decay": 0.01},
     "ASGD": {"lambd": 0.01, "t0": 3, "weight_decay": 0.01},
+    "Muon": {"momentum": 0.9, "weight_decay": 0.05, "adjust_lr_fn": "match_rms_adamw"},
+    "SignSGD": {},
+    "Signum": {"beta": 0.8},
+    "Lion": {"b1": 0.8, "b2": 0.99, "weight_decay": 0.1},
+    "AdaBelief": {"b1": 0.8, "b2": 0.99, "eps": 1e-8, "eps_root": 1e-12},
+    "Yogi": {"b1": 0.8, "b2": 0.99},
+    "Lamb": {"b1": 0.8, "b2": 0.99, "weight_decay": 0.01},
+    "Lars": {"weight_decay": 0.01, "trust_coefficient": 0.1, "momentum": 0.8},
 }
 
 
-def params0():  # mixed dtypes, a 0-d leaf and a None leaf (orbax cannot save zero-size arrays)
-    return {"w": jnp.linspace(-1.0, 1.5, 6).reshape(2, 3), "b": [jnp.asarray([0.3, -0.2, 0.9], jnp.float32), None],
-            "h": jnp.asarray([0.5, 2.0], jnp.bfloat16), "s": jnp.asarray(0.7)}
+def params0(spec=None):  # mixed dtypes, a 0-d leaf and a None leaf (orbax cannot save zero-size arrays)
+    """``spec``: the leaves it refuses (``check_param``: Muon takes matrices only) become None, and it gets a
+    bfloat16 matrix instead."""
+    params = {"w": jnp.linspace(-1.0, 1.5, 6).reshape(2, 3), "b": [jnp.asarray([0.3, -0.2, 0.9], jnp.float32), None],
+              "h": jnp.asarray([0.5, 2.0], jnp.bfloat16), "s": jnp.asarray(0.7)}
+    if spec is None or spec.check_param is None:
+        return params
+    from dynopt.tree import ArrayLeafOps, TreeMath
+
+    o, hp = TreeMath(ArrayLeafOps(np)), spec.namespace({})
+    params["h"] = jnp.asarray([[0.5, 2.0], [1.0, -0.5]], jnp.bfloat16)
+    return jax.tree.map(lambda x: None if spec.check_param(o, hp, np.ones(x.shape)) else x, params)  # by shape
 
 
 def make_step(opt):

@@ -42,12 +42,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..spec import LR, Hyper, Spec, scalar_value
+from ..spec import LR, Hyper, OptaxView, Spec, scalar_value
 from ..tree import ZERO, ArrayLeafOps, FiniteSumArrayOps, TreeMath
 from . import driver
 from .common import bind, caller_module, signature
 
-__all__ = ["from_spec", "GUARD"]
+__all__ = ["from_spec", "from_view", "factories", "GUARD"]
 
 GUARD = "skip_nonfinite"
 AXIS_NAME = "axis_name"
@@ -69,6 +69,19 @@ def _schedule_value(name: str, value: Any) -> Any:
         return scalar_value(value, "learning_rate")
     except ValueError as err:
         raise ValueError(f"{name}: the learning_rate schedule returned a value that is not a scalar: {err}") from None
+
+
+def _after(totals: dict | None) -> Callable[[Any], Any]:
+    """``x ↦ x + (−0.0)``, the −0.0 computed from the totals: an exact identity (x + (−0) = x for every x, −0 and NaN
+    included). Applied to the gradients the update reads, it makes every new value depend on the global sums,
+    which read the old state, so XLA orders those reads before any write and updates donated state buffers in
+    place; without it, it copies each state buffer the sums read before the step (measured: 128 MB of
+    temporaries per step for the meta step on one 16M-element leaf, then none)."""
+    if not totals:
+        return lambda x: x
+    every = sum(jnp.abs(totals[name]) for name in sorted(totals))  # after every sum: each reads some old state
+    negative_zero = -0.0 * jnp.where(jnp.isfinite(every), every, 0.0)  # −0.0 · (finite ≥ 0) = −0.0
+    return lambda x: x + negative_zero.astype(x.dtype)
 
 
 def _is_concrete(value: Any) -> bool:
@@ -97,22 +110,77 @@ def _rebuild_state(name: str, fields: tuple[str, ...], module: str, values: tupl
     return _state_type(name, tuple(fields), module)(*values)
 
 
-def from_spec(spec: Spec, name: str | None = None) -> Callable[..., optax.GradientTransformationExtraArgs]:
-    """An optax-style factory ``name(learning_rate, **hyperparameters)`` computing ``spec``."""
-    name = name or spec.jax_name
-    sig = signature(spec, (), "learning_rate")
+def _with_options(spec: Spec, sig: inspect.Signature) -> inspect.Signature:
+    """``sig`` with the keyword-only options of every factory: ``skip_nonfinite``, and ``axis_name`` for a spec with
+    global reductions."""
     sig = sig.replace(parameters=[*sig.parameters.values(), inspect.Parameter(GUARD, inspect.Parameter.KEYWORD_ONLY, default=False)])
     if spec.reductions is not None:  # sums over all parameters: psum'd over axis_name when each device holds a shard
         sig = sig.replace(parameters=[*sig.parameters.values(), inspect.Parameter(AXIS_NAME, inspect.Parameter.KEYWORD_ONLY,
                                                                                   default=None)])
-    module = caller_module()
+    return sig
+
+
+def from_spec(spec: Spec, name: str | None = None, *, module: str | None = None) -> Callable[..., optax.GradientTransformationExtraArgs]:
+    """An optax-style factory ``name(learning_rate, **hyperparameters)`` computing ``spec`` itself, with the spec's
+    hyperparameter names (a zoo spec: torch's names and algorithm; ``factories`` gives optax's views)."""
+    name = name or spec.jax_name
+    sig = _with_options(spec, signature(spec, (), "learning_rate"))
+
+    def prepare(hyper: dict) -> tuple[dict, dict, dict]:
+        learning_rate = hyper.pop("learning_rate")
+        spec.validate({LR: learning_rate, **hyper}, _is_concrete)  # the same messages as every backend
+        return {LR: learning_rate, **hyper}, {}, {}
+
+    return _factory(spec, name, sig, prepare, module or caller_module(), spec.doc)
+
+
+def from_view(view: OptaxView, module: str | None = None) -> Callable[..., optax.GradientTransformationExtraArgs]:
+    """The factory ``view.name`` with optax's signature (``view.arguments``, then ``skip_nonfinite``), computing
+    ``view.spec``: optax's arguments are validated under their own names, then mapped to the spec's hyperparameters."""
+    spec = view.spec
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    sig = inspect.Signature([inspect.Parameter(h.name, kinds[h.keyword_only], default=h.default) for h in view.arguments])
+    sig = _with_options(spec, sig)
+
+    def prepare(arguments: dict) -> tuple[dict, dict, dict]:
+        view.validate(arguments, _is_concrete)
+        dtypes = {field: arguments.pop(arg) for arg, field in view.dtypes}
+        masks = {hyper: arguments.pop(arg) for arg, hyper in view.masks}
+        return view.hyperparameters(arguments), dtypes, masks
+
+    return _factory(spec, view.name, sig, prepare, module or caller_module(), view.spec.doc)
+
+
+def factories(spec: Spec, module: str | None = None) -> dict[str, Callable[..., optax.GradientTransformationExtraArgs]]:
+    """The factories ``dynopt.jax`` exports for ``spec``: one per optax view (:class:`dynopt.spec.OptaxView`) when
+    the spec has views, else ``{spec.jax_name: from_spec(spec)}``."""
+    module = module or caller_module()
+    if not spec.optax:
+        return {spec.jax_name: from_spec(spec, module=module)}
+    return {view.name: from_view(view, module) for view in spec.optax}
+
+
+def _cast(leaf: Any, dtype: Any) -> Any:
+    """A state leaf in ``dtype`` (None: as it is); a complex leaf stored real keeps its real part, as optax's zeros."""
+    if dtype is None:
+        return leaf
+    dtype = jax.dtypes.canonicalize_dtype(dtype)
+    if jnp.iscomplexobj(leaf) and not jnp.issubdtype(dtype, jnp.complexfloating):
+        leaf = jnp.real(leaf)
+    return jnp.asarray(leaf, dtype)
+
+
+def _factory(spec: Spec, name: str, sig: inspect.Signature, prepare: Callable[[dict], tuple[dict, dict, dict]], module: str,
+             doc: str) -> Callable[..., optax.GradientTransformationExtraArgs]:
+    """The factory: bind the call to ``sig``, ``prepare`` it into (the spec's hyperparameters, dtypes of state
+    variables, masks of hyperparameters), and build the transformation."""
 
     def factory(*args, **kwargs) -> optax.GradientTransformationExtraArgs:
         hyper = bind(sig, name, args, kwargs)
-        learning_rate = hyper.pop("learning_rate")
         guard = hyper.pop(GUARD)
         axis_name = hyper.pop(AXIS_NAME, None)
-        spec.validate({LR: learning_rate, **hyper}, _is_concrete)  # the same messages as every backend
+        hyper, dtypes, masks = prepare(hyper)
+        learning_rate = hyper.pop(LR)
         learning_rate = scalar_value(learning_rate, "learning_rate")  # shape (1,) as optax takes it
         hyper = spec.scalar_values(hyper)
         _GUARD_HYPER.validate(guard, lambda value: True)
@@ -131,7 +199,7 @@ def from_spec(spec: Spec, name: str | None = None) -> Callable[..., optax.Gradie
             # a schedule's value at count 0 for a state that starts from the learning rate (initial step sizes)
             start = _schedule_value(name, learning_rate(0)) if callable(learning_rate) else learning_rate
             initial = spec.initial(MATH, spec.namespace({LR: start, **hyper}), MATH.tree(leaves))
-            trees = (treedef.unflatten(initial[f].leaves) for f in fields)
+            trees = (treedef.unflatten([_cast(x, dtypes.get(f)) for x in initial[f].leaves]) for f in fields)
             dtype = jnp.result_type(jnp.float32, *leaves) if leaves else jnp.float32
             values = (jnp.asarray(v, dtype) for v in scalars.values())
             return State(jnp.zeros([], jnp.int32), *trees, *values)
@@ -154,6 +222,11 @@ def from_spec(spec: Spec, name: str | None = None) -> Callable[..., optax.Gradie
             old = {f: treedef.flatten_up_to(getattr(state, f)) for f in fields}
             hp = driver.hyperparameters(spec, {LR: learning_rate, **hyper}, state.count,
                                         lambda value: _schedule_value(name, value))  # shape (1,) accepted, larger named
+            for hname, mask in masks.items():  # optax's mask: the hyperparameter on the leaves it selects, 0 on the others
+                if mask is not None:
+                    flags = treedef.flatten_up_to(mask(params) if callable(mask) else mask)
+                    value = getattr(hp, hname)
+                    setattr(hp, hname, MATH.tree([value if flag else 0.0 for flag in flags]))
             tree_grad_fn = None if grad_fn is None else (lambda point: MATH.tree(treedef.flatten_up_to(
                 grad_fn(treedef.unflatten([x.astype(p.dtype) for x, p in zip(point.leaves, leaves)])))))
             current = SimpleNamespace(**{f: MATH.tree(v) for f, v in old.items()}, **{n: getattr(state, n) for n in scalars})
@@ -161,7 +234,9 @@ def from_spec(spec: Spec, name: str | None = None) -> Callable[..., optax.Gradie
             totals = driver.reductions(spec, REDUCTIONS, hp, REDUCTIONS.tree(grads), REDUCTIONS.tree(leaves), reduced)
             if axis_name is not None and totals is not None:  # each device summed its own shard: add up the shards
                 totals = {k: jax.lax.psum(v, axis_name) for k, v in totals.items()}
-            done = driver.step(spec, MATH, hp, state.count + 1, MATH.tree(grads), MATH.tree(leaves), current, totals=totals,
+            tie = _after(totals)
+            done = driver.step(spec, MATH, hp, state.count + 1, MATH.tree([tie(g) for g in grads]), MATH.tree(leaves), current,
+                               totals=totals,
                                grad_fn=tree_grad_fn)
             delta, new = done.delta, done.state
             step = [jnp.zeros_like(g) for g in grads] if delta is ZERO else [d.astype(g.dtype) for d, g in zip(delta.leaves, grads)]
@@ -182,5 +257,5 @@ def from_spec(spec: Spec, name: str | None = None) -> Callable[..., optax.Gradie
     factory.__signature__ = sig
     factory.__name__ = factory.__qualname__ = name
     factory.__module__ = module
-    factory.__doc__ = spec.doc
+    factory.__doc__ = doc
     return factory

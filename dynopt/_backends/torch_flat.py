@@ -11,6 +11,11 @@ spec on a *flat plan* instead, unless the optimizer was built with ``flat=False`
   its own and is used in place; smaller ones are gathered (gradients, and parameters when the
   spec reads them) into a flat buffer with one ``_foreach_copy_``. The spec then sees trees of a
   single leaf, so each tree operation is one ATen kernel over the whole bucket.
+* **Flat parameters** (``flatten_parameters``, module ``torch_flat_params``). A run of consecutive
+  parameters of a group whose data, and whose gradients, are consecutive pieces of one buffer each
+  (found from the memory alone, ``adjacent_runs``) is a *direct* bucket: it steps views of those
+  buffers in place, nothing gathered or scattered. Every step checks that the parameters and
+  gradients are still there (``Bucket.aliased``); the plan is rebuilt when they moved.
 * **Reused temporaries** (eager execution). Every intermediate result is written with ``out=`` into
   a buffer of a per-bucket pool that lives across steps; a buffer is free again as soon as the
   tensor handed out for it is garbage. No allocation per step, hence no page faults.
@@ -37,6 +42,7 @@ every path equal to the reference path, parameters and state, on the whole zoo.
 
 from __future__ import annotations
 
+import operator
 import weakref
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -45,7 +51,7 @@ import torch
 
 from ..spec import Spec, is_static_zero
 from ..tree import ZERO, TreeMath, UnreadParamsError, unread
-from . import driver
+from . import driver, torch_flat_params
 from .torch_ops import ForeachOps, at_least_float32, is_plain, real_dtype, real_view
 
 __all__ = ["FLAT_MAX_NUMEL", "NeedsLeaves", "FlatPlan", "build_plan"]
@@ -147,6 +153,18 @@ class FlatOps(ForeachOps):
     def reduce_along(self, op, xs, axis):
         raise NeedsLeaves(op)
 
+    def matmul(self, xs, ys, alpha=1.0, beta=0.0, cs=None):  # per-leaf matrix algebra needs the leaves' shapes
+        raise NeedsLeaves("matmul")
+
+    def transpose(self, xs, which=None):
+        raise NeedsLeaves("transpose")
+
+    def cast(self, xs, dtype):
+        raise NeedsLeaves("cast")
+
+    def leaf_shape(self, x):
+        raise NeedsLeaves("leaf_shape")
+
 
 HOST_CHECK_DEVICES = {"cpu"}  # device types where reading a total on the host costs no synchronisation
 
@@ -181,13 +199,26 @@ class FiniteFlatOps(FlatOps):
         return self._finite(torch.dot(x, y), lambda: torch.mul(x, y, out=self.pool.take()))
 
 
+def _one(scalar: torch.Tensor) -> torch.Tensor:
+    """A bucket's value of a scalar state: the tensor itself when 0-dim (one parameter, or a global scalar held
+    once), else the first of the stacked per-parameter values (equal within a bucket)."""
+    return scalar if scalar.dim() == 0 else scalar[0]
+
+
+_GRAD = operator.attrgetter("grad")
+_DATA_PTR = torch.Tensor.data_ptr
+
+
 class Bucket:
     """The parameters of one flat bucket, its flat state, gather buffers and pool."""
 
     def __init__(self, state: dict, params: list[torch.Tensor], names: tuple[str, ...], scalar_names: tuple[str, ...],
-                 needs_params: bool, spec_name: str = "the spec"):
+                 needs_params: bool, spec_name: str = "the spec", direct: bool = False):
         first = params[0]
         self.params, self.names, self.scalar_names, self.spec_name = params, names, scalar_names, spec_name
+        # direct: the parameters, and their gradients, are consecutive pieces of one buffer each (flat-parameter
+        # mode, see ``adjacent_runs``): the bucket steps views of those buffers in place, nothing is gathered
+        self.direct = direct
         self.complex = first.is_complex()  # stepped as real views (re, im), as torch.optim does; the state stays complex
         self.shapes = [torch.Size([*p.shape, 2]) if self.complex else p.shape for p in params]
         self.numel = sum(shape.numel() for shape in self.shapes)
@@ -215,7 +246,12 @@ class Bucket:
         self.entries = [(state[p], name, state[p][name]) for p in params for name in ("step", *names, *scalar_names)]
         self.grad_flat = self.param_flat = self.delta_flat = None
         self.kernel = self.reducer = None  # (signature of the hyperparameter inputs, compiled kernel) once fused
-        if not self.single:
+        if direct:
+            self.addresses = [p.data_ptr() for p in params]  # checked at every step (``aliased``)
+            self.grad_addresses = [p.grad.data_ptr() for p in params]
+            self.grad_flat = torch.as_strided(first.grad.detach(), (self.numel,), (1,), first.grad.storage_offset())
+            self.param_flat = torch.as_strided(first.detach(), (self.numel,), (1,), first.storage_offset())
+        elif not self.single:
             self.grad_flat = torch.empty(self.numel, dtype=dtype, device=first.device)
             self.grad_views = split_views(self.grad_flat, self.shapes)
             if needs_params:
@@ -225,7 +261,7 @@ class Bucket:
     def _stack(self, state: dict, name: str) -> torch.Tensor:
         """The 0-dim ``state[p][name]`` of the bucket as views of one tensor (one kernel updates all)."""
         old = [state[p][name] for p in self.params]
-        if self.single:
+        if self.single or all(x is old[0] for x in old):  # one tensor already (a global scalar): nothing to stack
             return old[0]
         flat = torch.stack([x.detach() for x in old])
         for i, p in enumerate(self.params):
@@ -233,13 +269,31 @@ class Bucket:
         return flat
 
     def intact(self) -> bool:
-        """The state entries are still the ones this bucket planned (nobody replaced them)."""
-        return all(entry.get(name) is value for entry, name, value in self.entries)
+        """The state entries are still the ones this bucket planned (nobody replaced them), and a direct
+        bucket's parameters and gradients still the views it steps."""
+        if getattr(self, "_columns", None) is None or self._columns[0] is not self.entries:
+            self._columns = (self.entries, *(zip(*self.entries) if self.entries else ((), (), ())))
+        _, entries, names, values = self._columns  # the check as C-level maps: 2000 parameters cost ~0.1 ms
+        return (all(map(operator.is_, map(dict.get, entries, names), values))
+                and (not self.direct or self.aliased()))
+
+    def aliased(self) -> bool:
+        """(Direct buckets) every parameter's data and every gradient's data are where they were when planned
+        (the flat buffers stay allocated while the bucket holds views of them, so no other tensor can be there);
+        a gradient assigned anew, ``grad.data = ...``, ``param.data = ...`` or ``.to()`` all move one."""
+        return (list(map(_DATA_PTR, self.params)) == self.addresses
+                and list(map(_DATA_PTR, map(_GRAD, self.params))) == self.grad_addresses)
+
+    @property
+    def in_place(self) -> bool:
+        """The step is added to the parameters where they are (one parameter, or a direct bucket)."""
+        return self.single or self.direct
 
     @property
     def held_bytes(self) -> int:
         """Memory held beyond the state: pool, gather and delta buffers."""
-        extra = [x for x in (self.grad_flat, self.param_flat, self.delta_flat) if x is not None]
+        extra = [x for x in ((None, None) if self.direct else (self.grad_flat, self.param_flat)) + (self.delta_flat,)
+                 if x is not None]
         return self.pool.nbytes + sum(x.numel() * x.element_size() for x in extra)
 
     def gather(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -247,11 +301,19 @@ class Bucket:
         if self.single:
             (p,) = self.params
             return real_view(p.grad).reshape(-1), (real_view(p.detach()).view(-1) if self.needs_params else None)
+        if self.direct:  # views of the buffers the parameters and gradients live in: nothing to copy
+            return self.grad_flat, (self.param_flat if self.needs_params else None)
         torch._foreach_copy_(self.grad_views, [real_view(p.grad) for p in self.params] if self.complex
                              else [p.grad for p in self.params])
         if self.needs_params:
             torch._foreach_copy_(self.param_views, self.values())
         return self.grad_flat, self.param_flat
+
+    def current_grad(self) -> torch.Tensor:
+        """A copy of the flat gradient as the parameters hold it now (a closure may have replaced gradients)."""
+        if self.direct and (any(p.grad is None for p in self.params) or not self.aliased()):
+            return torch.cat([p.grad.reshape(-1) for p in self.params])  # as the gathered path, None fails
+        return self.gather()[0].clone()
 
     def values(self) -> list[torch.Tensor]:
         """The parameters as the spec sees them and the step writes them (complex ones as real views)."""
@@ -259,7 +321,7 @@ class Bucket:
 
     def trees(self, math: TreeMath, grad, param):
         state = SimpleNamespace(**{n: math.tree([self.flat[n]]) for n in self.names},
-                                **{n: s if self.single else s[0] for n, s in self.scalars.items()})
+                                **{n: _one(s) for n, s in self.scalars.items()})
         # a spec that does not read the parameter (needs_params False) may only multiply it by a literal 0
         return math.tree([grad]), math.tree([param]) if param is not None else unread(math.ops, self.spec_name), state
 
@@ -274,25 +336,32 @@ class Bucket:
     def add_delta(self, delta: torch.Tensor) -> None:
         if self.single:
             self.values()[0].add_(delta.view(self.shapes[0]))
+        elif self.direct:
+            self.param_flat.add_(delta)
+            torch.autograd.graph.increment_version(self.params)  # as an in-place step on each parameter would
         else:
             torch._foreach_add_(self.values(), self.pool.views(delta))
 
     def commit(self, delta, new: dict[str, Any]) -> None:
-        """Write an eager result: the parameter step, the state buffers, the global scalars, the counters."""
+        """Write an eager result: the parameter step and the state buffers (the caller writes the global scalars,
+        after every bucket has read them; the plan advances the counters)."""
+        values = {name: new[name] if new[name] is ZERO else new[name].leaves[0] for name in self.names}
+        if self.in_place and self.needs_params and delta is not ZERO:  # a new state that is the parameter read in
+            memory = self.params[0].untyped_storage().data_ptr()       # place must keep its value before the step
+            values = {n: v.clone() if v is not ZERO and v.untyped_storage().data_ptr() == memory else v
+                      for n, v in values.items()}
         if delta is not ZERO:
             self.add_delta(delta.leaves[0])
-        for name in self.names:
-            value = new[name]
+        for name, value in values.items():
             if value is ZERO:
                 self.flat[name].zero_()
-            elif value.leaves[0] is not self.flat[name]:
-                self.flat[name].copy_(value.leaves[0])
-        self.commit_scalars(new)
+            elif value is not self.flat[name]:
+                self.flat[name].copy_(value)
 
     def kernel_inputs(self, hypers: list[torch.Tensor], t: torch.Tensor, grad, param, totals: dict) -> list:
         """The inputs of a compiled kernel, in the order it was traced with (``hypers``: see ``hyper_inputs``;
         ``t``: the step number as a 0-dim float64 tensor)."""
-        scalars = [s if self.single else s[0] for s in self.scalars.values()]
+        scalars = [_one(s) for s in self.scalars.values()]
         return [grad, *([param] if self.needs_params else []), *(self.flat[n] for n in self.names), *scalars, t,
                 *hypers, *(totals[n] for n in sorted(totals))]
 
@@ -301,7 +370,7 @@ class Bucket:
         fault isolation needs the eager path (a gathered bucket whose sums are not all finite, or
         one on a device where checking that would synchronise)."""
         inputs = [grad, *([param] if self.needs_params else []), *(self.flat[n] for n in self.names),
-                  *(s if self.single else s[0] for s in self.scalars.values()), *hypers]
+                  *(_one(s) for s in self.scalars.values()), *hypers]
         if self.reducer is None or self.reducer[0] != signature:
             self.reducer = signature, compiled_reductions(spec, hp, self, inputs)
         names, kernel = self.reducer[1]
@@ -312,12 +381,20 @@ class Bucket:
             return None
         return dict(zip(names, sums))
 
-    def run_kernel(self, kernel: "Kernel", inputs: list, hoisted: list) -> None:
-        target = real_view(self.params[0].detach()).view(-1) if self.single else self.delta_buffer()
+    def run_kernel(self, kernel: "Kernel", inputs: list, hoisted: list) -> dict[str, Any]:
+        """Run the compiled step; returns the new global scalars, which the caller writes once every bucket has
+        run (a global scalar is one tensor, which the other buckets' kernels read as an input)."""
+        if self.single:  # the parameter itself; where the kernel also reads it, the very tensor it reads (two views
+            # of one storage with different ._base tensors are inputs AOTAutograd refuses to compile)
+            target = inputs[1] if self.needs_params else real_view(self.params[0].detach()).view(-1)
+        else:
+            target = self.param_flat if self.direct else self.delta_buffer()
         new_scalars = kernel(inputs, target, [self.flat[n] for n in self.names], hoisted)
-        if not self.single:
+        if self.direct:
+            torch.autograd.graph.increment_version(self.params)  # as an in-place step on each parameter would
+        elif not self.single:
             torch._foreach_add_(self.values(), self.delta_views)
-        self.commit_scalars(dict(zip(self.scalar_names, new_scalars)))
+        return dict(zip(self.scalar_names, new_scalars))
 
     def commit_scalars(self, new: dict[str, Any]) -> None:
         """Write the global scalars (already finite-or-previous: the driver's contract); the plan advances the counters."""
@@ -357,7 +434,7 @@ def _staged(spec: Spec, work: list, totals: dict | None, closure: Callable[[], A
                 closure()
             for index in list(pending):
                 bucket = work[index][2]
-                advance(index, bucket.math.tree([bucket.gather()[0].clone()]))
+                advance(index, bucket.math.tree([bucket.current_grad()]))
     finally:
         for (_, _, bucket, _, _), start in zip(work, starts):
             torch._foreach_copy_(bucket.values(), split_views(start, bucket.shapes))
@@ -371,7 +448,10 @@ def _staged(spec: Spec, work: list, totals: dict | None, closure: Callable[[], A
 
 class FlatPlan(SimpleNamespace):
     """``groups``: (group, buckets) per param group with gradients; ``key``: what it was built for;
-    ``unplanned``: the state entries of parameters without a gradient (they keep the global scalars)."""
+    ``unplanned``: the state entries of parameters without a gradient (they keep the global scalars);
+    ``direct``: how many parameters are stepped in place, nothing gathered (direct buckets: the flat-parameter
+    mode; and a parameter that is a bucket of its own); ``note``: why
+    flattened parameters are gathered instead ("" if none is); ``generation``: see ``current``."""
 
     def step(self, spec: Spec, hyper: Callable[[dict], SimpleNamespace],
              all_reduce: Callable[[dict], dict] | None = None, closure: Callable[[], Any] | None = None) -> None:
@@ -416,14 +496,18 @@ class FlatPlan(SimpleNamespace):
                 done = driver.step(spec, bucket.math, hp, bucket.count + 1, *trees, totals=totals)
                 prepared.append((group, bucket, None, (done.delta, done.state)))
         hoisted: dict[tuple, list] = {}  # the prelude of a kernel family is the same for a group and count
+        scalars = []  # written after every kernel has read the old values
         for group, bucket, kernel, payload in prepared:
             if kernel is None:
                 bucket.commit(*payload)
+                scalars.append((bucket, payload[1]))
                 continue
             key = (id(group), bucket.count, kernel.family)
             if key not in hoisted:
                 hoisted[key] = kernel.hoisted(payload)
-            bucket.run_kernel(kernel, payload, hoisted[key])
+            scalars.append((bucket, bucket.run_kernel(kernel, payload, hoisted[key])))
+        for bucket, new in scalars:
+            bucket.commit_scalars(new)
         buckets = [bucket for _, bucket, _, _ in prepared]
         if buckets:
             torch._foreach_add_([bucket.steps for bucket in buckets], 1.0)
@@ -438,15 +522,25 @@ class FlatPlan(SimpleNamespace):
             return
         first = buckets[0]
         for name in first.scalar_names:
-            source = first.scalars[name] if first.single else first.scalars[name][0]
+            source = _one(first.scalars[name])
             for bucket in buckets[1:]:
-                bucket.scalars[name].copy_(source)
-            others = [entry[name] for entry in self.unplanned if name in entry]
+                if bucket.scalars[name] is not source:
+                    bucket.scalars[name].copy_(source)
+            others = list({id(x): x for entry in self.unplanned if (x := entry.get(name)) is not None
+                           and x is not source}.values())
             if others:
                 torch._foreach_copy_(others, [source] * len(others))
 
     def buckets(self) -> list[Bucket]:
         return [b for _, buckets in self.groups for b in buckets]
+
+    def current(self) -> bool:
+        """Nobody replaced the state entries, the direct buckets' parameters and gradients are where they were,
+        no stray flattened parameter is back in its flat buffer, and no parameters were flattened or released
+        since the plan was built."""
+        return (self.generation == torch_flat_params.generation() and all(b.intact() for b in self.buckets())
+                and not any(p.grad is not None and p.grad.data_ptr() == home.grad_ptr
+                            and p.data_ptr() == home.data.data_ptr() for p, home in self.strays))
 
     def held_bytes(self) -> int:
         return sum(b.held_bytes for b in self.buckets())
@@ -483,6 +577,7 @@ def build_plan(spec: Spec, state: dict, groups: list[dict], hyper: Callable[[dic
         names, scalar_names = spec.state(hp), tuple(spec.scalars(hp))
         needed = ("step", *names, *scalar_names)
         keyed: dict[tuple, list[torch.Tensor]] = {}
+        keys = []
         for p in params:
             entry = state.get(p)
             if entry is None or any(n not in entry for n in needed) or p.grad.is_sparse or not p.is_contiguous():
@@ -491,13 +586,85 @@ def build_plan(spec: Spec, state: dict, groups: list[dict], hyper: Callable[[dic
                 return None
             if any(entry[n].shape != p.shape or entry[n].dtype != p.dtype or entry[n].device != p.device for n in names):
                 return None
-            bucket_key = (p.device, p.dtype, int(entry["step"]))
-            keyed.setdefault(bucket_key + ((id(p),) if p.numel() >= FLAT_MAX_NUMEL else ()), []).append(p)
+            keys.append((p.device, p.dtype, int(entry["step"])))
+        runs = adjacent_runs(params, keys)  # flat-parameter mode: stepped in place, nothing gathered
+        in_runs = {id(p) for run in runs for p in run}
+        for p, bucket_key in zip(params, keys):
+            if id(p) not in in_runs:
+                keyed.setdefault(bucket_key + ((id(p),) if p.numel() >= FLAT_MAX_NUMEL else ()), []).append(p)
         needs_params = spec.needs_params(hp)
-        planned.append((group, [Bucket(state, b, names, scalar_names, needs_params, spec.name) for b in keyed.values()]))
+        planned.append((group, [Bucket(state, run, names, scalar_names, needs_params, spec.name, direct=True) for run in runs]
+                        + [Bucket(state, b, names, scalar_names, needs_params, spec.name) for b in keyed.values()]))
     stepped = {id(p) for _, buckets in planned for bucket in buckets for p in bucket.params}
     unplanned = [entry for p, entry in state.items() if id(p) not in stepped]
-    return FlatPlan(groups=planned, key=key, unplanned=unplanned)
+    direct = [p for _, buckets in planned for bucket in buckets if bucket.in_place for p in bucket.params]
+    note, strays = _flat_parameters_note(planned, {id(p) for p in direct})
+    return FlatPlan(groups=planned, key=key, unplanned=unplanned, direct=len(direct), note=note, strays=strays,
+                    generation=torch_flat_params.generation())
+
+
+def adjacent_runs(params: list[torch.Tensor], keys: list[tuple]) -> list[list[torch.Tensor]]:
+    """The maximal runs (of at least two) of consecutive ``params`` with the same bucket key (device, dtype,
+    step count) whose data are consecutive pieces of one buffer, and whose gradients are consecutive
+    pieces of one buffer too, both dense, contiguous and real: the flat-parameter layout
+    (``flatten_parameters``), found from the memory alone."""
+    runs: list[list[torch.Tensor]] = []
+    run: list[torch.Tensor] = []
+    ends = None  # (key, data storage, next data address, grad storage, next grad address) after the run
+    for p, key in zip(params, keys):
+        g = p.grad
+        fits = (not p.is_complex() and p.is_contiguous() and g.layout == torch.strided and g.is_contiguous()
+                and g.dtype == p.dtype)
+        if not fits:
+            if len(run) > 1:
+                runs.append(run)
+            run, ends = [], None
+            continue
+        data, grad = p.untyped_storage().data_ptr(), g.untyped_storage().data_ptr()
+        if ends is not None and ends == (key, data, p.data_ptr(), grad, g.data_ptr()):
+            run.append(p)
+        else:
+            if len(run) > 1:
+                runs.append(run)
+            run = [p]
+        size = p.numel() * p.element_size()
+        ends = (key, data, p.data_ptr() + size, grad, g.data_ptr() + size)
+    if len(run) > 1:
+        runs.append(run)
+    return runs
+
+
+def _flat_parameters_note(planned: list, direct: set[int]) -> tuple[str, list]:
+    """Why parameters flattened by ``flatten_parameters`` are not stepped in their flat buffers ("" if all are),
+    and the strays: ``(param, home)`` of those whose data or gradient is not their flat view (the plan is
+    rebuilt when one comes back, e.g. a gradient view re-attached by the hook or ``FlatParameters.zero_grad``)."""
+    count, strays, named, others = 0, [], [], []
+    for index, (group, buckets) in enumerate(planned):
+        stepped = {id(p) for bucket in buckets for p in bucket.params}
+        for position, p in enumerate(group["params"]):  # in the group's order
+            home = torch_flat_params.home_of(p)
+            if home is None or id(p) not in stepped:
+                continue
+            moved = p.data_ptr() != home.data.data_ptr() or p.dtype != home.data.dtype
+            stray = moved or p.grad.data_ptr() != home.grad_ptr
+            if not stray and id(p) in direct:
+                continue
+            count += 1
+            where = f"parameter {position} of param group {index}: "
+            if stray:  # stepped where it is now (gathered, or a bucket of its own), not in its flat buffer
+                strays.append((p, home))
+                named.append(where + ("its data is no longer its view of the flat buffer (.to(), param.data = ..., "
+                                      "load_state_dict(assign=True))" if moved else
+                                      "its gradient is not its view of the flat gradient buffer (assigned by hand, "
+                                      "grad.data = ..., or backward(create_graph=True))"))
+            elif not others:
+                others.append(where + "gathered: no neighbour in its param group is next to it in memory with a "
+                              "gradient (the order of the param group, or its neighbours have no gradient or another "
+                              "step count)")
+    if not count:
+        return "", strays
+    examples = "; ".join((named[:3] + [f"and {len(named) - 3} more"] if len(named) > 3 else named) or others)
+    return f"flat parameters: {count} flattened parameter(s) not stepped as flat parameters: {examples}", strays
 
 
 # ----------------------------------------------------------------------------------------------
@@ -649,7 +816,7 @@ def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: lis
     first = bucket.params[0]
     family = (_Same(spec), _static_structure(spec, hp), first.device.type, bucket.needs_params, names, scalar_names,
               total_names, tuple(map(_signature, inputs)))
-    key = (*family, bucket.single)
+    key = (*family, bucket.in_place)
     kernel = _KERNELS.get(key)
     if kernel is not None:
         return kernel
@@ -675,7 +842,7 @@ def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: lis
 
     traced = _trace(spec, pure, inputs)
     prelude, main, positions = split_scalar_prelude(traced)
-    single, has_delta, kinds = bucket.single, outputs["delta"], outputs["states"]
+    single, has_delta, kinds = bucket.in_place, outputs["delta"], outputs["states"]  # single: add to the target in place
 
     def loop(others, hoisted, target, states):
         result = main(*others, *hoisted)

@@ -27,7 +27,8 @@ _UNARY = {
 }
 _SCALAR = {"sqrt": torch.sqrt, "exp": torch.exp, "log": torch.log, "abs": torch.abs, "sign": torch.sign,
            "neg": torch.neg, "expm1": torch.expm1, "isfinite": torch.isfinite}
-_REDUCE = {"sum": torch.sum, "max": torch.amax, "min": torch.amin}
+_REDUCE = {"sum": torch.sum, "max": torch.amax, "min": torch.amin, "norm": None}
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
 
 
 class ForeachOps(LeafOps):
@@ -73,6 +74,9 @@ class ForeachOps(LeafOps):
         out = []
         for x in xs:
             dims = tuple(range(x.dim())) if axis is None else (axis % max(x.dim(), 1),)
+            if op == "norm":  # torch.linalg.vector_norm: a low-precision leaf accumulates in float32
+                out.append(torch.linalg.vector_norm(x, dim=dims, keepdim=True) if dims else x.abs())
+                continue
             if x.numel() == 0:  # max/min have no identity; any value broadcasts against an empty leaf
                 out.append(x.new_zeros([1 if d in dims else n for d, n in enumerate(x.shape)]))
             else:
@@ -90,6 +94,30 @@ class ForeachOps(LeafOps):
 
     def leaf_ndim(self, x):
         return x.dim()
+
+    def matmul(self, xs, ys, alpha=1.0, beta=0.0, cs=None):
+        """``torch.addmm`` (``torch.baddbmm`` for a batch of matrices), or ``x @ y``: torch.optim's own kernels."""
+        out = []
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            if cs is None:
+                value = x @ y
+                out.append(value if isinstance(alpha, (int, float)) and alpha == 1 else value * alpha)
+            elif x.dim() == 2:
+                out.append(torch.addmm(cs[i], x, y, beta=beta, alpha=alpha))
+            else:
+                out.append(torch.baddbmm(cs[i], x, y, beta=beta, alpha=alpha))
+        return out
+
+    def transpose(self, xs, which=None):
+        return [x.mT if which is None or which[i] else x for i, x in enumerate(xs)]
+
+    def cast(self, xs, dtype):
+        if isinstance(dtype, str):
+            return [x.to(_DTYPES[dtype]) for x in xs]
+        return [x.to(like.dtype) for x, like in zip(xs, dtype)]
+
+    def leaf_shape(self, x):
+        return tuple(x.shape)
 
 
 def is_plain(x: torch.Tensor) -> bool:

@@ -42,7 +42,7 @@ from typing import Any, ClassVar, Mapping, NamedTuple
 
 import torch
 
-from ..spec import LR, REGISTRY, Check, Hyper, Spec, one_of
+from ..spec import LR, REGISTRY, VARIANT_FLAGS, Check, Hyper, Namespace, Spec, one_of
 from ..tree import ZERO, TreeMath, unread
 from . import driver
 from .common import bind, caller_module, signature
@@ -72,6 +72,7 @@ OPTIONS = (  # keyword-only execution options, stored in defaults and param grou
 _LOG = logging.getLogger("dynopt.torch")  # DEBUG: which path each step took and why a flat plan was rebuilt
 
 MATH = TreeMath(ForeachOps())
+_TRACED = SimpleNamespace(path="reference", reason="traced by torch.compile", direct=0)  # opt.execution of such a step
 REDUCTIONS = TreeMath(FiniteSumOps())
 
 
@@ -153,8 +154,10 @@ class SpecOptimizer(torch.optim.Optimizer):
             group.setdefault(name, value)
         try:
             with torch.no_grad():
-                self.spec.check_params(MATH, self._hyper(group), [real_view(p) for p in group["params"]],
-                                       lambda i: f"parameter {i} of param group {index}")
+                checked = [(i, p) for i, p in enumerate(group["params"])  # complex ones raise at the step if refused
+                           if self.spec.complex_params or not p.is_complex()]
+                self.spec.check_params(MATH, self._hyper(group), [real_view(p) for _, p in checked],
+                                       lambda i: f"parameter {checked[i][0]} of param group {index}")
         except ValueError:
             self.param_groups.pop()
             raise
@@ -185,6 +188,20 @@ class SpecOptimizer(torch.optim.Optimizer):
                 return found
         return {}
 
+    @property
+    def execution(self) -> SimpleNamespace:
+        """What the last step ran: ``path`` (``"reference"``, ``"flat"``, ``"fused"``) and ``reason`` (why the
+        reference path ran; ``"traced by torch.compile"`` for a step inside a compiled function)."""
+        value = self.__dict__.get("_status", {}).get("execution")
+        if value is None:
+            raise AttributeError(f"{type(self).__name__}.execution: no step yet")
+        return value
+
+    @execution.setter
+    def execution(self, value: SimpleNamespace) -> None:
+        # the keys never change: dynamo guards on them, and a new key would recompile a compiled step
+        self.__dict__.setdefault("_status", {"execution": None, "traced": False})["execution"] = value
+
     @torch.no_grad()
     def step(self, closure=None):
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
@@ -199,12 +216,15 @@ class SpecOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if torch.compiler.is_compiling() and self._traceable():  # inside a torch.compile'd function: no host reads
+            self._traced_step()
+            return loss
         plan = self._flat_plan()  # its buckets hold no sparse gradient
         if plan is not None and self._flat_step(plan, closure):
             self.execution = SimpleNamespace(path="fused" if any(g["fused"] for g in self.param_groups) else "flat",
-                                             reason="")
+                                             reason=plan.note, direct=plan.direct)  # direct: stepped in flat parameters
             return loss
-        self.execution = SimpleNamespace(path="reference", reason=getattr(self, "_reference_reason", ""))
+        self.execution = SimpleNamespace(path="reference", reason=getattr(self, "_reference_reason", ""), direct=0)
         _LOG.debug("%s: reference path (%s)", type(self).__name__, self.execution.reason)
         with_grads = [(group, self._params_with_grad(index, group)) for index, group in enumerate(self.param_groups)]
         self._flat = None  # the reference path advances step counters a plan keeps as Python ints
@@ -232,6 +252,61 @@ class SpecOptimizer(torch.optim.Optimizer):
             self._share_scalars(committed[0].params[0])
         return loss
 
+    def _traceable(self) -> bool:
+        """Whether this step can run as one graph under ``torch.compile``: every parameter with a gradient
+        has its state (not the first step), a dense plain gradient, and no group asks for ``skip_nonfinite``
+        (which reads the host) or a multi-stage scheme (whose stages call the closure). Only Python-level
+        facts, which dynamo guards on; otherwise the step runs as in eager mode, with graph breaks."""
+        if self.spec.gradient_calls > 1 or getattr(self, "_status", None) is None:  # _status: made by an eager step
+            return False
+        for group in self.param_groups:
+            if group[GUARD]:
+                return False
+            names = self.spec.state(self._hyper(group))
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse or not (is_plain(p) and is_plain(p.grad)) or p not in self.state:
+                    return False
+                entry = self.state[p]
+                if "step" not in entry or any(n not in entry for n in names):
+                    return False
+        return True
+
+    def _traced_step(self) -> None:
+        """One step as torch.compile traces it: the reference path's ``_foreach`` kernels, one bucket per
+        parameter (its own step counter, a tensor, so nothing is read on the host and a new step number never
+        recompiles), no logging. Inductor fuses the result into a few loops per parameter.
+
+        Dynamo drops attribute writes on an optimizer (``self.x = ...``) inside a compiled function, so what
+        the step records goes into the ``_status`` dict (dict writes are kept)."""
+        status = self._status
+        status["traced"] = True  # the eager flat plan's step counts (Python ints) are stale: _flat_plan rebuilds it
+        buckets = []
+        for group in self.param_groups:
+            hp = self._hyper(group)
+            names = self.spec.state(hp)
+            for p in group["params"]:
+                if p.grad is not None:
+                    # t in the parameter's precision, at least float32 (float64 for float64 parameters; the eager
+                    # paths use a Python float): inductor recomputes the step's scalars (bias corrections) in the
+                    # loop, and float64 pow there made a compiled bias-corrected step 1.8x torch.optim's compiled step
+                    t = self.state[p]["step"].to(torch.promote_types(real_dtype(p.dtype), torch.float32)) + 1
+                    buckets.append(_Bucket(hp, names, [p], t, False, [_dense_real(p.grad)], [real_view(p)]))
+        totals = self._totals(buckets) if self.spec.reductions is not None else None
+        computed = [self._compute(bucket, totals) for bucket in buckets]
+        for commit, _ in computed:
+            commit()
+        if buckets and not self.spec.scalars_per_param:  # global scalars: the first parameter's value everywhere
+            source = self.state[buckets[0].params[0]]
+            for name in self.spec.scalars(buckets[0].hp):
+                value = source[name]
+                for entry in self.state.values():
+                    target = entry.get(name)
+                    if target is not None and target is not value:
+                        _copy_all([target], [value])  # not copy_ (see _compute)
+        status["execution"] = _TRACED  # an existing object: dynamo cannot build a SimpleNamespace
+
     def _flat_plan(self) -> FlatPlan | None:
         """The cached flat plan, rebuilt when what it was built for changed; None: run the reference path."""
         groups = self.param_groups
@@ -243,8 +318,13 @@ class SpecOptimizer(torch.optim.Optimizer):
             return None
         key = plan_key(self.spec, groups, self._hyper, ("fused",))
         plan = getattr(self, "_flat", None)
+        status = self.__dict__.get("_status")
+        if status is not None and status["traced"]:  # steps under torch.compile advanced the counters
+            status["traced"] = False
+            plan = None
         rebuild = ("no plan yet" if plan is None else "param groups, hyperparameters' structure or gradients changed"
-                   if plan.key != key else "state entries replaced" if not all(b.intact() for b in plan.buckets()) else None)
+                   if plan.key != key else "state entries replaced, or flat parameters or their gradients moved"
+                   if not plan.current() else None)
         if rebuild:
             _LOG.debug("%s: flat plan (re)built: %s", type(self).__name__, rebuild)
             plan = self._flat = build_plan(self.spec, self.state, groups, self._hyper, key)
@@ -275,6 +355,9 @@ class SpecOptimizer(torch.optim.Optimizer):
         (``Spec.sparse_grads``); elsewhere it raises RuntimeError, the exception torch.optim raises for
         sparse gradients it does not take. Complex parameters are stepped as real views, as in torch.optim."""
         for i, p in enumerate(group["params"]):
+            if p.grad is not None and p.is_complex() and not self.spec.complex_params:
+                raise RuntimeError(f"{type(self).__name__} does not support complex parameters (param group {index}, "
+                                   f"parameter {i})")
             if p.grad is not None and p.grad.is_sparse and not self.spec.sparse_grads:
                 accepting = [s.name for s in REGISTRY.values() if s.sparse_grads]
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients (param group {index}, "
@@ -288,7 +371,8 @@ class SpecOptimizer(torch.optim.Optimizer):
         fresh = [p for p in params if p not in self.state or any(n not in self.state[p] for n in ("step", *names))]
         if fresh:
             initial = self.spec.initial(MATH, hp, MATH.tree([real_view(p) for p in fresh]))
-            shared = self.global_scalars()
+            shared = self.global_scalars()  # a global scalar is one tensor per (device, dtype), shared by every state
+            homes: dict[tuple, torch.Tensor] = {}
             for i, p in enumerate(fresh):
                 existed = p in self.state
                 state = self.state[p]
@@ -301,8 +385,14 @@ class SpecOptimizer(torch.optim.Optimizer):
                                        else value.clone(memory_format=torch.preserve_format))
                 for name, value in self.spec.scalars(hp).items():
                     dtype = torch.promote_types(real_dtype(p.dtype), torch.float32)
-                    state.setdefault(name, shared[name].to(p.device, dtype) if name in shared and not self.spec.scalars_per_param
-                                     else torch.tensor(value, dtype=dtype, device=p.device))
+                    if self.spec.scalars_per_param:  # torch.optim's own 0-dim state: one per parameter
+                        state.setdefault(name, torch.tensor(value, dtype=dtype, device=p.device))
+                        continue
+                    home = (name, p.device, dtype)
+                    if home not in homes:  # Tensor.to returns the tensor itself where device and dtype match
+                        homes[home] = (shared[name].to(p.device, dtype) if name in shared
+                                       else torch.tensor(value, dtype=dtype, device=p.device))
+                    state.setdefault(name, homes[home])
                 created.append((p, existed, set(state) - before))
         # one read of all step counters (CPU tensors, as in torch.optim), not one per parameter
         counts = torch.stack([self.state[p]["step"].float() for p in params]).tolist() if params else []
@@ -327,7 +417,7 @@ class SpecOptimizer(torch.optim.Optimizer):
     def _state(self, hp: SimpleNamespace, names: tuple[str, ...], params: list[torch.Tensor], math: TreeMath = MATH) -> SimpleNamespace:
         trees = {n: math.tree([real_view(self.state[p][n]) for p in params]) for n in names}
         scalars = {n: self.state[params[0]][n] for n in self.spec.scalars(hp)}
-        return SimpleNamespace(**trees, **scalars)
+        return Namespace(**trees, **scalars)  # not SimpleNamespace: torch.compile traces this class
 
     def _totals(self, buckets: list[_Bucket]) -> dict[str, torch.Tensor]:
         """The spec's reductions summed over every bucket of every param group."""
@@ -433,19 +523,44 @@ class SpecOptimizer(torch.optim.Optimizer):
             for name, value in scalars.items():  # already finite-or-previous (the driver's contract)
                 owners = params if self.spec.scalars_per_param else params[:1]  # global ones are shared after the step
                 for owner in owners:
-                    target = self.state[owner][name]
-                    target.copy_(unsharded(value.to(target.device, target.dtype)))  # a scalar computed from sharded tensors
+                    target = self.state[owner][name]  # a scalar computed from sharded tensors: unsharded
+                    # _copy_all, not target.copy_: under torch.compile (AOTAutograd) copy_ into one of several 0-dim
+                    # views of a stacked tensor (the flat plan's per-parameter scalars) is lost; _foreach_copy_ is kept
+                    _copy_all([target], [unsharded(value.to(target.device, target.dtype))])
             torch._foreach_add_([self.state[p]["step"] for p in params], 1.0)
 
         return commit, written
 
     def _share_scalars(self, source: torch.Tensor) -> None:
-        """Global scalars are one value: copy the new one to every parameter's state."""
+        """Global scalars are one value, held by one tensor per (device, dtype) that every parameter's state
+        refers to (torch's state_dict is per parameter): copy the new value into the other devices' or dtypes'
+        tensors, if any (a model on one device and dtype has none)."""
         for name in self._scalar_names():
             value = self.state[source].get(name)
-            targets = [state[name] for state in self.state.values() if name in state and state[name] is not value]
-            if value is not None and targets:
+            if value is None:
+                continue
+            targets = list({id(t): t for state in self.state.values() if (t := state.get(name)) is not None
+                            and t is not value}.values())
+            if targets:
                 _copy_all(targets, [value] * len(targets))
+
+    def _alias_scalars(self) -> None:
+        """Make every parameter's entry of a global scalar the one tensor of its (device, dtype), holding the
+        value of the first parameter's (after load_state_dict, which copies each entry on its own)."""
+        if self.spec.scalars_per_param:
+            return
+        for name, value in self.global_scalars().items():
+            homes: dict[tuple, torch.Tensor] = {}
+            for group in self.param_groups:
+                for p in group["params"]:
+                    entry = self.state.get(p)
+                    if entry is None or name not in entry:
+                        continue
+                    mine = entry[name]
+                    home = (mine.device, mine.dtype)
+                    if home not in homes:
+                        homes[home] = mine if mine is value else mine.copy_(value)
+                    entry[name] = homes[home]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """``torch.optim.Optimizer.load_state_dict``, after checking that ``state_dict`` fits this optimizer.
@@ -458,6 +573,7 @@ class SpecOptimizer(torch.optim.Optimizer):
             super().load_state_dict(state_dict)
         finally:
             handle.remove()
+        self._alias_scalars()
 
 
 class _Bucket(NamedTuple):
@@ -483,10 +599,22 @@ def _is_number_like(value: Any) -> bool:
     return (isinstance(value, torch.Tensor) and value.numel() == 1) or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
-def _check_implied(opt: SpecOptimizer, group: Mapping[str, Any], where: str) -> None:
+class _Base:
+    def __repr__(self) -> str:
+        return "unset (the base optimizer)"
+
+
+_BASE = _Base()  # a derived optimizer's flag that a param group does not carry
+
+
+def _check_implied(opt: SpecOptimizer, group: Mapping[str, Any], where: str, saved: bool = False) -> None:
     """Raise ValueError when ``group`` sets a flag this optimizer implies (``Spec.implies``) to another value
-    (a torch.optim flag that selects another method)."""
+    (a torch.optim flag that selects another method); for a ``saved`` group (a state_dict's), also when it lacks
+    a flag of a derived optimizer (``VARIANT_FLAGS``: a checkpoint of the base optimizer)."""
     differs = [(key, group[key], meant) for key, meant in opt.spec.implies if key in group and not _same(group[key], meant)]
+    implied = dict(opt.spec.implies)  # a derived optimizer's flags: absent from a saved group means the base optimizer
+    differs += [(key, group.get(key, _BASE), implied.get(key, _BASE)) for key in VARIANT_FLAGS
+                if key in group and key not in implied or saved and key in implied and key not in group]
     if differs:
         found = ", ".join(f"{key}={value!r}" for key, value, _ in differs)
         meant = ", ".join(f"{key}={value!r}" for key, _, value in differs)
@@ -555,7 +683,7 @@ def _check_state_dict(opt: SpecOptimizer, state_dict: Mapping[str, Any]) -> dict
         if foreign:
             raise ValueError(f"{where} has hyperparameter(s) {foreign} that {type(opt).__name__} does not have: "
                              "a state_dict of a different optimizer type?")
-        _check_implied(opt, saved, where)
+        _check_implied(opt, saved, where, saved=True)
         absent = [key for key in spec.group_keys if key not in saved]
         if absent and len(absent) < len(spec.group_keys):
             raise ValueError(f"{where} sets {sorted(set(spec.group_keys) - set(absent))} but not {absent}, which every "
@@ -584,9 +712,12 @@ def _check_state_dict(opt: SpecOptimizer, state_dict: Mapping[str, Any]) -> dict
                                  f"unexpected {sorted(found - expected)})")
             for name in shaped:
                 value = entry[name]
-                if not isinstance(value, torch.Tensor) or value.shape != param.shape:
+                shape = spec.shape_of(name, tuple(param.shape))  # the parameter's, unless the spec says otherwise
+                if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
                     got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                    raise ValueError(f"{what}: state {name!r} has shape {got}, the parameter has shape {tuple(param.shape)}")
+                    whose = "" if shape == tuple(param.shape) else f" (expected {shape})"
+                    raise ValueError(f"{what}: state {name!r} has shape {got}, the parameter has shape "
+                                     f"{tuple(param.shape)}{whose}")
                 if value.is_sparse:
                     entry = fixed_states[key] = {**entry, name: value.to_dense()}
             for name in scalar:

@@ -42,6 +42,7 @@ from __future__ import annotations
 from ..schemes import SemiImplicitEuler
 from ..spec import Hyper, interval, is_static_zero, register
 from ..statement import Drift, Relax, from_statement
+from . import _optax as optax_args
 from ._common import MAXIMIZE_KW, WEIGHT_DECAY, eps_hyper, force, lr_hyper
 
 
@@ -51,6 +52,38 @@ def unit_corrected_flow(o, hp, t, x):
     delta = o.sqrt(x.acc_delta + hp.eps) / o.sqrt(x.square_avg + hp.eps) * g  # Δ = √(u + ε)/√(v + ε)·F
     yield Relax("acc_delta", hp.rho, delta * delta)  # u ← ρu + (1 − ρ)Δ²
     yield Drift("param", -hp.lr * delta)  # θ ← θ − lr·Δ
+
+
+def optax_unit_corrected_flow(o, hp, t, x):
+    """optax.adadelta: g ← g + λθ (on the leaves weight_decay_mask selects), then optax.scale_by_adadelta, then −lr."""
+    g = x.grad
+    if not is_static_zero(hp.weight_decay):
+        g = g + hp.weight_decay * x.param
+    yield Relax("e_g", hp.rho, optax_args.abs_sq(o, g))
+    delta = o.sqrt(x.e_x + hp.eps) / o.sqrt(x.e_g + hp.eps) * g
+    yield Relax("e_x", hp.rho, optax_args.abs_sq(o, delta))
+    yield Drift("param", -hp.lr * delta)
+
+
+def _adadelta_learning_rate(arguments):
+    """optax: learning_rate=None applies no scaling (the update is +Δ); as lr that is −1."""
+    lr = arguments.pop("learning_rate")
+    return {"lr": -1.0 if lr is None else lr, **arguments}
+
+
+OPTAX_ADADELTA = optax_args.view(
+    "adadelta",
+    (optax_args.learning_rate(None),
+     Hyper("rho", 0.9, "decay ρ of both moving averages", interval(0.0, 1.0, high_open=False)),
+     optax_args.eps(1e-6, "ε added inside both roots"),
+     optax_args.weight_decay(0.0, "weight decay λ: λθ added to the gradient"),
+     Hyper("weight_decay_mask", None, "pytree of bools (or params -> pytree) of the leaves that take weight decay",
+           optax_args.ANY, static=True)),
+    optax_unit_corrected_flow, lambda hp: ("e_g", "e_x"), spec_name="Adadelta",
+    masks=(("weight_decay_mask", "weight_decay"),), to_spec=_adadelta_learning_rate,
+    formula="v ← ρv + (1−ρ)g²; Δ = √(u + ε)/√(v + ε)·g; u ← ρu + (1−ρ)Δ²; θ ← θ − lr·Δ",
+    doc="``dynopt.jax.adadelta``: optax.adadelta's arguments (learning_rate=None: no scaling, as optax), defaults and "
+        "numbers. torch.optim.Adadelta's form is ``dynopt.torch.Adadelta``.\n\n" + __doc__)
 
 
 adadelta = register(
@@ -72,5 +105,6 @@ adadelta = register(
         ode="θ' = −Δ, Δ = √(u + ε)/√(v + ε)·∇L, v' = c(∇L² − v), u' = c(Δ² − u)",
         hyper_map="h = lr, c = (1 − ρ)/lr",
         doc=__doc__,
+        optax=(OPTAX_ADADELTA,),
     )
 )

@@ -46,6 +46,7 @@ from __future__ import annotations
 from ..schemes import SemiImplicitEuler
 from ..spec import Hyper, is_static_zero, nonnegative, register
 from ..statement import Drift, from_statement
+from . import _optax as optax_args
 from ._common import MAXIMIZE_KW, WEIGHT_DECAY, eps_hyper, force, lr_hyper
 
 
@@ -58,6 +59,29 @@ def accumulated_squares(o, hp, t, x):
     yield Drift("sum", g * g)  # s ← s + F²
     clr = hp.lr / (1 + (t - 1) * hp.lr_decay)
     yield Drift("param", -clr * g / (o.sqrt(x.sum) + hp.eps))  # θ ← θ − lr_t·F/(√s + ε)
+
+
+def optax_initial_state(o, hp, param):
+    return {"sum_of_squares": o.zeros_like(param) + hp.initial_accumulator_value}
+
+
+def optax_accumulated_squares(o, hp, t, x):
+    """optax.scale_by_rss: s ← s + |g|², θ ← θ − lr·g/√(s + ε) (0 where s = 0)."""
+    g = x.grad
+    yield Drift("sum_of_squares", optax_args.abs_sq(o, g))
+    positive = o.sign(x.sum_of_squares)  # 1 where s > 0, 0 where s = 0 (optax: where(s > 0, rsqrt(s + ε), 0))
+    inverse = positive / o.sqrt(x.sum_of_squares + hp.eps + (1 - positive))
+    yield Drift("param", -hp.lr * (inverse * g))
+
+
+OPTAX_ADAGRAD = optax_args.view(
+    "adagrad",
+    (optax_args.learning_rate(), Hyper("initial_accumulator_value", 0.1, "s₀, the starting sum of squares", nonnegative),
+     optax_args.eps(1e-7, "ε added to the sum of squares inside the root")),
+    optax_accumulated_squares, lambda hp: ("sum_of_squares",), spec_name="Adagrad", initial_state=optax_initial_state,
+    formula="s ← s + g²; θ ← θ − lr·g/√(s + ε)", needs_params=lambda hp: False,
+    doc="``dynopt.jax.adagrad``: optax.adagrad's arguments, defaults (initial_accumulator_value 0.1, eps 1e-7) and "
+        "numbers: ε inside the root, no lr_decay. torch.optim.Adagrad's form is ``dynopt.torch.Adagrad``.\n\n" + __doc__)
 
 
 adagrad = register(
@@ -82,5 +106,6 @@ adagrad = register(
         ode="θ' = −∇L ⊘ √S, S' = ∇L²",
         hyper_map="h = lr², S = lr²·s",
         doc=__doc__,
+        optax=(OPTAX_ADAGRAD,),
     )
 )

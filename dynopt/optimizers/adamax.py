@@ -39,6 +39,7 @@ from __future__ import annotations
 from ..schemes import SemiImplicitEuler
 from ..spec import is_static_zero, register
 from ..statement import Drift, Relax, from_statement
+from . import _optax as optax_args
 from ._common import MAXIMIZE_KW, WEIGHT_DECAY, betas_hyper, eps_hyper, force, lr_hyper
 
 
@@ -48,6 +49,22 @@ def infinity_moments(o, hp, t, x):
     yield Relax("exp_avg", beta1, g)  # m ← β₁m + (1 − β₁)F
     yield Relax("exp_inf", 0, o.maximum(beta2 * x.exp_inf, o.abs(g) + hp.eps))  # u ← max(β₂u, |F| + ε): decay 0 assigns
     yield Drift("param", -(hp.lr / (1 - beta1**t)) * x.exp_avg / x.exp_inf)  # θ ← θ − lr·m̂ ⊘ u
+
+
+def optax_infinity_moments(o, hp, t, x):
+    """optax.scale_by_adamax: u ← max(β₂u, |g| + ε), θ ← θ − lr·(m/(1 − β₁ᵗ))/u."""
+    g = x.grad
+    yield Relax("mu", hp.b1, g)
+    yield Relax("nu", 0, o.maximum(hp.b2 * x.nu, o.abs(g) + hp.eps))  # decay 0 assigns
+    yield Drift("param", -hp.lr * ((x.mu / (1 - hp.b1**t)) / x.nu))
+
+
+OPTAX_ADAMAX = optax_args.view(
+    "adamax", (optax_args.learning_rate(), optax_args.b1(), optax_args.b2(), optax_args.eps(1e-8, "ε added to |g|")),
+    optax_infinity_moments, lambda hp: ("mu", "nu"), spec_name="Adamax",
+    formula="m ← β₁m + (1−β₁)g; u ← max(β₂u, |g| + ε); θ ← θ − lr·m̂ ⊘ u", needs_params=lambda hp: False,
+    doc="``dynopt.jax.adamax``: optax.adamax's arguments (b1, b2, eps; no weight decay) and numbers. "
+        "torch.optim.Adamax's form is ``dynopt.torch.Adamax``.\n\n" + __doc__)
 
 
 adamax = register(
@@ -65,5 +82,6 @@ adamax = register(
         ode="θ' = −m̂ ⊘ u, m' = c₁(∇L − m), u = decayed running max of |∇L| + ε",
         hyper_map="h = lr, c_i = (1 − β_i)/lr",
         doc=__doc__,
+        optax=(OPTAX_ADAMAX,),
     )
 )

@@ -37,12 +37,26 @@ from dataclasses import replace
 from ..schemes import SemiImplicitEuler
 from ..spec import is_static_zero, register
 from ..statement import from_statement
+from . import _optax as optax_args
 from ._common import MAXIMIZE_KW, WEIGHT_DECAY, betas_hyper, eps_hyper, lr_hyper
-from .adam import AMSGRAD, moments, state
+from .adam import ADAM_ARGUMENTS, AMSGRAD, OPTAX_DOC, moments, optax_moments, state
 
 
 def decoupled_moments(o, hp, t, x):
     yield from moments(o, hp, t, x, True)
+
+
+def adamw_view(name: str, nesterov: bool):
+    """optax.adamw, or optax.nadamw with ``nesterov=True``: λθ added to Adam's direction before the lr, on the leaves
+    ``mask`` selects."""
+    note = "λθ added to Adam's direction, then times −lr; mask" + ("; nesterov=True" if nesterov else "")
+    return optax_args.view(
+        name, (*ADAM_ARGUMENTS, optax_args.weight_decay(1e-4), optax_args.MASK,
+               optax_args.NESTEROV_KW if not nesterov else replace(optax_args.NESTEROV_KW, default=True)),
+        optax_moments, lambda hp: ("mu", "nu"), spec_name="NAdamW" if nesterov else "AdamW",
+        dtypes=(("mu_dtype", "mu"),), masks=(("mask", "weight_decay"),),
+        formula="m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; θ ← θ − lr·(m̂/(√(v̂ + ε_root) + ε) + λθ)",
+        doc=OPTAX_DOC.format(name=name, note=note, torch="AdamW", spec="adamw") + __doc__)
 
 
 adamw = register(
@@ -68,5 +82,6 @@ adamw = register(
         ode="θ' = −m̂ ⊘ (√v̂ + ε) − λθ, m' = c₁(∇L − m), v' = c₂(∇L² − v)",
         hyper_map="h = lr, c_i = (1 − β_i)/lr",
         doc=__doc__,
+        optax=(adamw_view("adamw", False), adamw_view("nadamw", True)),
     )
 )

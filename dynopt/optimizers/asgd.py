@@ -54,10 +54,8 @@ REAL = Check(lambda x: x == x, "must be a number, not NaN")  # torch.optim.ASGD 
 def averaged_gradient_flow(o, hp, t, x):
     g = force(hp, x.grad, x.param)
     eta = o.select(t == 1, hp.lr, x.eta)  # η₁ = lr (torch creates the state with the lr of the first step)
-    step = -hp.lambd * eta * x.param - eta * g
-    moved = x.param + step  # θ_t, formed here: the average reads the new θ (the field: θ + O(h))
-    yield Drift("param", step)  # θ ← θ(1 − λη) − ηF
-    yield Relax("ax", 1 - x.mu, moved)  # a ← a + μ(θ_t − a): a ← θ_t exactly while μ = 1
+    yield Drift("param", -hp.lambd * eta * x.param - eta * g)  # θ ← θ(1 − λη) − ηF
+    yield Relax("ax", 1 - x.mu, x.param)  # a ← a + μ(θ_t − a), the new θ (Gauss–Seidel): a ← θ_t exactly while μ = 1
     yield Relax("eta", 0, hp.lr / (1 + hp.lambd * hp.lr * t) ** hp.alpha)  # η_{t+1} (decay 0 assigns)
     yield Relax("mu", 0, 1 / o.clip(t - hp.t0, 1.0, math.inf))  # μ_{t+1} = 1/max(1, t − t0)
 

@@ -45,6 +45,7 @@ from ..schemes import SemiImplicitEuler
 from ..spec import Hyper, is_static_zero, nonnegative, register
 from ..statement import Drift, Relax, from_statement
 from ._common import DECOUPLED, MAXIMIZE_KW, WEIGHT_DECAY, betas_hyper, decoupled_decay, eps_hyper, lr_hyper, moment_force
+from .adam import adam_view
 
 
 def momentum_cache(hp, t):
@@ -90,5 +91,9 @@ nadam = register(
         ode="θ' = −[(1 − μ)∇L + μ m] ⊘ (√v̂ + ε), m' = c₁(∇L − m), v' = c₂(∇L² − v)",
         hyper_map="h = lr, c_i = (1 − β_i)/lr, κ = momentum_decay/lr",
         doc=__doc__,
+        optax=(adam_view("nadam", True, "``dynopt.jax.nadam``: optax.nadam, i.e. ``optax.adam(..., nesterov=True)``: "
+                         "m̂ = β₁·m/(1 − β₁ᵗ⁺¹) + (1 − β₁)·g/(1 − β₁ᵗ), not torch.optim.NAdam's momentum_decay schedule "
+                         "(that one is ``dynopt.torch.NAdam``, and ``dynopt.jax.from_spec(dynopt.optimizers.nadam)``).\n\n"
+                         + __doc__),),
     )
 )

@@ -41,8 +41,9 @@ from __future__ import annotations
 import math
 
 from ..schemes import SemiImplicitEuler
-from ..spec import is_static_zero, register
+from ..spec import Hyper, interval, is_static_zero, register
 from ..statement import Drift, Relax, from_statement
+from . import _optax as optax_args
 from ._common import DECOUPLED, MAXIMIZE_KW, WEIGHT_DECAY, betas_hyper, decoupled_decay, eps_hyper, lr_hyper, moment_force
 
 THRESHOLD = 5.0  # torch.optim.RAdam and optax.radam: rectify once the SMA length exceeds 5
@@ -69,6 +70,37 @@ def rectified_moments(o, hp, t, x):
     yield Drift("param", decoupled_decay(hp, x.param) - step)  # θ ← θ − lr·m̂·(√r·√(1 − β₂ᵗ)/(√v + ε), or 1)
 
 
+def optax_rectified_moments(o, hp, t, x):
+    """optax.scale_by_radam: rectify where ρ_t ≥ threshold (torch: ρ_t > 5), ε_root inside the root, nesterov."""
+    beta1, beta2 = hp.b1, hp.b2
+    g = x.grad
+    yield Relax("mu", beta1, g)
+    yield Relax("nu", beta2, optax_args.abs_sq(o, g))
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    power = beta2**t
+    rho = rho_inf - 2 * t * power / (1 - power)
+    if hp.nesterov:
+        mu_hat = beta1 * (x.mu / (1 - beta1 ** (t + 1))) + (1 - beta1) * (g / (1 - beta1**t))
+    else:
+        mu_hat = x.mu / (1 - beta1**t)
+    # NaN for ρ_t < 4, as optax: a threshold below 4 takes it (the default 5 never does)
+    rectified = o.sqrt((rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho))
+    adaptive = rectified * mu_hat / (o.sqrt(x.nu / (1 - power) + hp.eps_root) + hp.eps)
+    yield Drift("param", -hp.lr * o.select(rho >= hp.threshold, adaptive, mu_hat))
+
+
+OPTAX_RADAM = optax_args.view(
+    "radam",
+    (optax_args.learning_rate(), optax_args.b1(), optax_args.b2(), optax_args.eps(1e-8), optax_args.EPS_ROOT,
+     Hyper("threshold", 5.0, "rectify where the SMA length ρ_t ≥ threshold", interval(-math.inf)),
+     optax_args.NESTEROV_KW),
+    optax_rectified_moments, lambda hp: ("mu", "nu"), spec_name="RAdam",
+    formula="m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; θ ← θ − lr·(r_t·m̂/(√(v̂ + ε_root) + ε) if ρ_t ≥ threshold else m̂)",
+    needs_params=lambda hp: False,
+    doc="``dynopt.jax.radam``: optax.radam's arguments, defaults and numbers (``threshold``, ``eps_root``, ``nesterov``; "
+        "rectified where ρ_t ≥ threshold). torch.optim.RAdam's form is ``dynopt.torch.RAdam``.\n\n" + __doc__)
+
+
 radam = register(
     from_statement(
         name="RAdam",
@@ -83,5 +115,6 @@ radam = register(
         ode="θ' = −√r(t)·m̂ ⊘ (√v̂ + ε), m' = c₁(∇L − m), v' = c₂(∇L² − v)",
         hyper_map="h = lr, c_i = (1 − β_i)/lr",
         doc=__doc__,
+        optax=(OPTAX_RADAM,),
     )
 )

@@ -22,12 +22,12 @@ Conventions:
       centered and maximize.
 
     .. warning::
-       optax.rmsprop differs by default: decay 0.9 and ε *inside* the square root. To reproduce
-       ``optax.rmsprop(lr, decay=d, eps=e, centered=c, momentum=m)`` use
-       ``dynopt.jax.rmsprop(lr, alpha=d, eps=e, eps_in_sqrt=True, centered=c, momentum=m)``.
-       With momentum, optax keeps the lr inside the buffer (Sutskever form) while dynopt, like
-       torch, applies the lr to the whole buffer: the two agree exactly for a constant lr and
-       differ under a schedule.
+       optax.rmsprop differs by default: decay 0.9 and ε *inside* the square root, and with momentum
+       it keeps the lr inside the buffer (Sutskever form) while torch applies the lr to the whole
+       buffer (the same numbers for a constant lr, not under a schedule). ``dynopt.jax.rmsprop`` is
+       optax's (``decay``, ``eps_in_sqrt=True``, ``initial_scale``, ``momentum=None``, ``nesterov``,
+       ``bias_correction``: the optax view below); ``dynopt.torch.RMSprop`` is torch's, and
+       ``eps_in_sqrt=True`` there gives optax's ε placement.
 
 References:
     T. Tieleman and G. Hinton, Lecture 6.5 RMSprop, COURSERA: Neural Networks for Machine Learning, 2012.
@@ -40,6 +40,7 @@ from __future__ import annotations
 from ..schemes import SemiImplicitEuler
 from ..spec import Hyper, interval, is_static_zero, register, unit_interval
 from ..statement import Drift, Leak, Relax, from_statement
+from . import _optax as optax_args
 from ._common import MAXIMIZE_KW, WEIGHT_DECAY, force, lr_hyper, momentum_hyper
 
 
@@ -70,6 +71,50 @@ def preconditioned_flow(o, hp, t, x):
     yield Drift("param", -hp.lr * direction)  # θ ← θ − lr·(F/D or b)
 
 
+def optax_state(hp):
+    return ("nu",) + (("mu",) if hp.centered else ()) + (("trace",) if hp.momentum is not None else ())
+
+
+def optax_initial_state(o, hp, param):
+    zeros = o.zeros_like(param)
+    return {"nu": zeros + hp.initial_scale, **{name: zeros for name in optax_state(hp)[1:]}}
+
+
+def optax_preconditioned_flow(o, hp, t, x):
+    """optax.rmsprop: scale_by_rms (or scale_by_stddev when centered), then −lr, then optax.trace (momentum)."""
+    g = x.grad
+    yield Relax("nu", hp.decay, optax_args.abs_sq(o, g))  # v ← ρv + (1 − ρ)|g|²
+    nu = x.nu / (1 - hp.decay**t) if hp.bias_correction else x.nu
+    if hp.centered:
+        yield Relax("mu", hp.decay, g)  # ḡ ← ρḡ + (1 − ρ)g
+        mu = x.mu / (1 - hp.decay**t) if hp.bias_correction else x.mu
+        nu = nu - optax_args.abs_sq(o, mu)
+    scaling = 1 / o.sqrt(nu + hp.eps) if hp.eps_in_sqrt else 1 / (o.sqrt(nu) + hp.eps)
+    step = -hp.lr * (scaling * g)
+    if hp.momentum is not None:  # optax.trace of the lr-scaled step: b ← μb − lr·g/D (the lr inside the buffer)
+        yield Leak("trace", hp.momentum, step)
+        step = step + hp.momentum * x.trace if hp.nesterov else x.trace
+    yield Drift("param", step)
+
+
+OPTAX_RMSPROP = optax_args.view(
+    "rmsprop",
+    (optax_args.learning_rate(), Hyper("decay", 0.9, "decay ρ of the mean square", unit_interval),
+     optax_args.eps(1e-8, "ε added to the mean square inside the root (eps_in_sqrt) or to the root"),
+     Hyper("initial_scale", 0.0, "v₀, the starting mean square", interval(0.0)),
+     Hyper("eps_in_sqrt", True, "ε inside the square root", static=True),
+     Hyper("centered", False, "divide by the standard deviation √(v − ḡ²)", static=True),
+     Hyper("momentum", None, "momentum μ of optax.trace over the lr-scaled step (None: no momentum)", interval(0.0)),
+     Hyper("nesterov", False, "Nesterov's form of the momentum", static=True),
+     Hyper("bias_correction", False, "bias-correct the moving averages", static=True)),
+    optax_preconditioned_flow, optax_state, spec_name="RMSprop", initial_state=optax_initial_state,
+    needs_params=lambda hp: False, formula="v ← ρv + (1−ρ)g²; θ ← θ − lr·g/√(v + ε) (momentum: b ← μb − lr·g/√(v + ε))",
+    doc="``dynopt.jax.rmsprop``: optax.rmsprop's arguments, defaults and numbers: decay 0.9, ε inside the root "
+        "(eps_in_sqrt=True), initial_scale, centered, momentum (None: none) on the lr-scaled step, nesterov, "
+        "bias_correction. torch.optim.RMSprop's form (α = 0.99, ε outside the root) is ``dynopt.torch.RMSprop``.\n\n"
+        + __doc__)
+
+
 rmsprop = register(
     from_statement(
         name="RMSprop",
@@ -93,5 +138,6 @@ rmsprop = register(
         ode="θ' = −∇L ⊘ (√v + ε), v' = c(∇L² − v)",
         hyper_map="h = lr, c = (1 − α)/lr",
         doc=__doc__,
+        optax=(OPTAX_RMSPROP,),
     )
 )

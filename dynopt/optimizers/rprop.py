@@ -48,6 +48,7 @@ from __future__ import annotations
 from ..schemes import SemiImplicitEuler
 from ..spec import Hyper, interval, register
 from ..statement import Drift, Relax, from_statement
+from . import _optax as optax_args
 from ._common import MAXIMIZE_KW, lr_hyper
 
 
@@ -77,6 +78,41 @@ def constraints(values):
     return None
 
 
+def optax_initial_state(o, hp, param):
+    zeros = o.zeros_like(param)
+    return {"step_sizes": zeros + hp.lr, "prev_updates": zeros}  # optax: full_like(params, learning_rate), unclipped
+
+
+def optax_resilient_sign_flow(o, hp, t, x):
+    """optax.scale_by_rprop: a step size changes (and is clipped) only where g·p ≠ 0; p ← s·sign(g), and the step
+    applies the p of the previous step (optax 0.2.8: the first step moves nothing), 0 where the sign flipped."""
+    g = x.grad
+    agree = o.sign(g * x.prev_updates)  # σ ∈ {−1, 0, 1}
+    size = o.abs(agree)
+    grow, flip = (size + agree) / 2, (size - agree) / 2  # [σ > 0], [σ < 0], exactly
+    scaled = x.step_sizes * (hp.eta_plus * grow + hp.eta_minus * flip)
+    clipped = o.minimum(o.maximum(scaled, hp.min_step_size), hp.max_step_size)
+    yield Relax("step_sizes", 0, size * clipped + (1 - size) * x.step_sizes)  # kept where σ = 0 (decay 0 assigns)
+    previous = x.prev_updates
+    yield Relax("prev_updates", 0, (1 - flip) * (x.step_sizes * o.sign(g)))  # p ← s·sign(g), 0 where the sign flipped
+    yield Drift("param", -((1 - flip) * previous))  # optax applies the previous p (0 where the sign flipped)
+
+
+OPTAX_RPROP = optax_args.view(
+    "rprop",
+    (optax_args.learning_rate(),
+     Hyper("eta_minus", 0.5, "step-size factor after a sign flip", interval(0.0, 1.0, low_open=True)),
+     Hyper("eta_plus", 1.2, "step-size factor after an agreement", interval(1.0, low_open=True)),
+     Hyper("min_step_size", 1e-6, "the smallest step size", interval(0.0)),
+     Hyper("max_step_size", 50.0, "the largest step size", interval(0.0))),
+    optax_resilient_sign_flow, lambda hp: ("step_sizes", "prev_updates"), spec_name="Rprop",
+    initial_state=optax_initial_state, needs_params=lambda hp: False,
+    formula="σ = sign(g·p); s ← clip(s·η(σ)) where σ ≠ 0; θ ← θ − p·[σ ≥ 0]; p ← s·sign(g)·[σ ≥ 0]",
+    doc="``dynopt.jax.rprop``: optax.rprop's arguments (eta_minus, eta_plus, min_step_size, max_step_size; the "
+        "learning rate is the initial step size) and numbers: a step size is clipped only when it changes. "
+        "torch.optim.Rprop's form is ``dynopt.torch.Rprop``.\n\n" + __doc__)
+
+
 rprop = register(
     from_statement(
         name="Rprop",
@@ -99,5 +135,6 @@ rprop = register(
         ode="θ' = −σ ⊙ sign(∇L), (log σ)' = a while sign(∇L) holds (a sign flow)",
         hyper_map="h = lr, s = h·σ, η± = 1 ± O(h)",
         doc=__doc__,
+        optax=(OPTAX_RPROP,),
     )
 )

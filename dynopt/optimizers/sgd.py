@@ -58,6 +58,7 @@ from __future__ import annotations
 from ..schemes import SemiImplicitEuler
 from ..spec import Check, Hyper, is_static_zero, nonnegative, register
 from ..statement import Drift, Leak, from_statement
+from . import _optax as optax_args
 from ._common import MAXIMIZE_KW, WEIGHT_DECAY, force, force_jacobian, lr_hyper
 from .momentum import modified_field as heavy_ball_modified_field
 from .nesterov import modified_field as nesterov_modified_field
@@ -97,6 +98,30 @@ def constraints(values):
     return None
 
 
+def optax_gradient_flow(o, hp, t, x):
+    """optax.sgd: optax.trace when momentum is not None (b ← μb + g; nesterov: g + μb), then −lr."""
+    g = x.grad
+    if hp.momentum is None:
+        yield Drift("param", -hp.lr * g)
+        return
+    yield Leak("trace", hp.momentum, g)
+    yield Drift("param", -hp.lr * (g + hp.momentum * x.trace if hp.nesterov else x.trace))
+
+
+OPTAX_SGD = optax_args.view(
+    "sgd",
+    (optax_args.learning_rate(), Hyper("momentum", None, "momentum μ (None: plain SGD, no buffer)", nonnegative),
+     Hyper("nesterov", False, "Nesterov's look-ahead", static=True),
+     Hyper("accumulator_dtype", None, "dtype of the momentum buffer (None: the parameters' dtype)", optax_args.ANY,
+           static=True)),
+    optax_gradient_flow, lambda hp: () if hp.momentum is None else ("trace",), spec_name="SGD",
+    dtypes=(("accumulator_dtype", "trace"),), needs_params=lambda hp: False,
+    formula="θ ← θ − lr·g; with momentum b ← μb + g, θ ← θ − lr·b (nesterov: θ ← θ − lr·(g + μb))",
+    doc="``dynopt.jax.sgd``: optax.sgd's arguments and numbers (momentum=None: no buffer; accumulator_dtype; no "
+        "dampening or weight decay: chain optax.add_decayed_weights). torch.optim.SGD's form is "
+        "``dynopt.torch.SGD``.\n\n" + __doc__)
+
+
 sgd = register(
     from_statement(
         name="SGD",
@@ -122,5 +147,6 @@ sgd = register(
         ode="θ' = −∇L(θ); with momentum θ'' + γθ' + ∇L(θ) = 0",
         hyper_map="h = lr; with momentum lr = h², μ = 1 − γh",
         doc=__doc__,
+        optax=(OPTAX_SGD,),
     )
 )
