@@ -344,6 +344,9 @@ class Spec:
         smooth: whether the field is smooth (Lipschitz) in the variables and in time for these
             hyperparameters; False for a sign, a running maximum or a switch in time (Rprop, Adamax,
             AMSGrad, RAdam's warm-up), where the classical order of a higher-order scheme does not apply.
+        decoupled_decay: whether the step holds a decoupled weight decay −lr·λ·θ (λ = ``weight_decay``) beside the
+            loss's step, for these hyperparameters (Lion's); None: where ``decoupled_weight_decay`` says so
+            (AdamW's ``implies``, Adam's flag). The meta step leaves that decay out of its hypergradient.
         group_keys: param-group keys that every torch.optim state_dict of this optimizer carries together
             (hyperparameters or implied flags); a state_dict group that sets some of them and lacks others
             comes from another optimizer type (RAdam's has ``decoupled_weight_decay`` but no ``amsgrad``,
@@ -391,6 +394,7 @@ class Spec:
     group_keys: tuple[str, ...] = ()
     scalars_per_param: bool = False
     smooth: Callable[[SimpleNamespace], bool] = field(default=lambda hp: True)
+    decoupled_decay: Callable[[SimpleNamespace], bool] | None = None
     optax: tuple[OptaxView, ...] = ()
     complex_params: bool = True
     state_shape: Callable[[str, tuple], tuple] | None = None

@@ -92,6 +92,7 @@ lion = register(
         needs_params=reads_params,
         counts_steps=lambda hp: False,
         smooth=lambda hp: False,  # a sign flow
+        decoupled_decay=lambda hp: True,  # θ ← θ − lr·(u + λθ): the decay beside the signed step
         ode="θ' = −sign(β₁m + (1 − β₁)∇L) − λθ, m' = c₂(∇L − m) (solves min L s.t. ‖θ‖∞ ≤ 1/λ)",
         hyper_map="h = lr, c₂ = (1 − β₂)/lr",
         doc=__doc__,

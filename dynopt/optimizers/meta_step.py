@@ -205,7 +205,10 @@ def meta_step(base: Spec) -> Spec:
 
     def decoupled(hp) -> bool:
         """The base decays θ beside its step (AdamW): that drift is not the loss's, so the hypergradient leaves it out."""
-        flag = dict(base.implies).get("decoupled_weight_decay", getattr(hp, "decoupled_weight_decay", False))
+        if base.decoupled_decay is not None:
+            flag = base.decoupled_decay(hp)
+        else:
+            flag = dict(base.implies).get("decoupled_weight_decay", getattr(hp, "decoupled_weight_decay", False))
         return bool(flag) and not is_static_zero(getattr(hp, "weight_decay", 0))
 
     def loss_force(hp, grad, param):
