@@ -32,6 +32,17 @@ def micro_grads(index, params):
     return [0.5 * p + by_shape[tuple(p.shape)] for p in params]
 
 
+def run_micro_jax(opt, params0):
+    """``opt`` (a dynopt.jax transform) through the K·STEPS micro-gradients from ``params0``; the final parameters."""
+    params = [jnp.asarray(p) for p in params0]
+    state = opt.init(params)
+    for index in range(K * STEPS):
+        grads = [jnp.asarray(g) for g in micro_grads(index, [np.asarray(p) for p in params])]
+        updates, state = opt.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    return params
+
+
 def theta0(spec):
     """THETA0, less the leaves ``spec`` refuses (Muon takes matrices only; problems.shapes_for)."""
     kept = shapes_for(spec, SHAPES)
@@ -95,12 +106,7 @@ def test_accumulate_equals_the_base_on_the_mean_gradient_numpy_torch_jax(spec):
     # JAX
     hyper = dict(hyper)
     opt = dynopt.jax.from_spec(dynopt.accumulate(spec, K))(hyper.pop("lr"), **hyper)
-    params = [jnp.asarray(p) for p in theta0(spec)]
-    state = opt.init(params)
-    for index in range(K * STEPS):
-        grads = [jnp.asarray(g) for g in micro_grads(index, [np.asarray(p) for p in params])]
-        updates, state = opt.update(grads, state, params)
-        params = optax.apply_updates(params, updates)
+    params = run_micro_jax(opt, theta0(spec))
     for p, e in zip(params, expected):
         assert np.allclose(np.asarray(p), e, rtol=0, atol=1e-12)
 
@@ -153,12 +159,7 @@ def test_schedules_count_optimizer_steps_not_micro_steps():
         updates, state = expected_opt.update([sum(g[i] for g in grads) / K for i in range(2)], state, params)
         params = [p + u for p, u in zip(params, updates)]
     opt = dynopt.jax.from_spec(dynopt.accumulate(dynopt.adam, K))(schedule)
-    jparams = [jnp.asarray(p) for p in THETA0]
-    jstate = opt.init(jparams)
-    for index in range(K * STEPS):
-        grads = [jnp.asarray(g) for g in micro_grads(index, [np.asarray(p) for p in jparams])]
-        updates, jstate = opt.update(grads, jstate, jparams)
-        jparams = optax.apply_updates(jparams, updates)
+    jparams = run_micro_jax(opt, THETA0)
     for a, b in zip(jparams, params):
         assert np.allclose(np.asarray(a), b, rtol=0, atol=1e-12)
 

@@ -84,6 +84,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def run_two_ranks(script, folder, timeout: float = TIMEOUT) -> list:
+    """Run ``script rank port out`` as ranks 0 and 1 (gloo on loopback) in ``folder``; every rank's saved result.
+    Fails with each failing rank's stderr; a rank still running at the end is killed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    port = str(free_port())
+    outs = [folder / f"rank{r}.pt" for r in range(2)]
+    procs = [subprocess.Popen([sys.executable, str(script), str(r), port, str(outs[r])], env=env, cwd=folder,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    errors = []
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=timeout)
+            if proc.returncode != 0:
+                errors.append(err[-3000:])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert not errors, errors
+    return [torch.load(out, weights_only=True) for out in outs]
+
+
 def model():
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
@@ -120,21 +143,7 @@ def ddp_results(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddp")
     script = folder / "worker.py"
     script.write_text(textwrap.dedent(DDP_WORKER).format(optimizers=OPTIMIZERS, steps=STEPS, tests=str(ROOT / "tests")))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    port = str(free_port())
-    outs = [folder / f"rank{r}.pt" for r in range(2)]
-    procs = [subprocess.Popen([sys.executable, str(script), str(r), port, str(outs[r])], env=env, cwd=folder,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
-    try:
-        for proc in procs:
-            _, err = proc.communicate(timeout=TIMEOUT)
-            assert proc.returncode == 0, err[-3000:]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    return [torch.load(out, weights_only=True) for out in outs]
+    return run_two_ranks(script, folder)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))

@@ -28,15 +28,13 @@ collectives of the next optimizer. Every process is started by the test and boun
 from __future__ import annotations
 
 import datetime
-import os
 import pathlib
-import subprocess
 import sys
 import traceback
 
 import pytest
 import torch
-from test_distributed import batch, free_port, model  # the same model, batches and port helper as the DDP test
+from test_distributed import batch, model, run_two_ranks  # the same model, batches and launcher as the DDP test
 
 import dynopt.torch
 
@@ -150,24 +148,7 @@ def worker(rank: int, port: str, out: str) -> None:
 @pytest.fixture(scope="module")
 def fsdp_results(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fsdp")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    port = str(free_port())
-    outs = [folder / f"rank{r}.pt" for r in range(2)]
-    procs = [subprocess.Popen([sys.executable, __file__, str(r), port, str(outs[r])], env=env, cwd=folder,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
-    errors = []
-    try:
-        for proc in procs:
-            _, err = proc.communicate(timeout=TIMEOUT)
-            if proc.returncode != 0:
-                errors.append(err[-3000:])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    assert not errors, errors
-    return [torch.load(out, weights_only=True) for out in outs]
+    return run_two_ranks(__file__, folder, TIMEOUT)
 
 
 @pytest.mark.parametrize("label", list(CONFIGS))

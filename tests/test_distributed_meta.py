@@ -28,7 +28,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from test_distributed import ROOT, TIMEOUT, batch, free_port, model
+from test_distributed import ROOT, TIMEOUT, batch, model, run_two_ranks
 
 import dynopt.torch
 
@@ -98,21 +98,7 @@ def zero_results(tmp_path_factory):
     folder = tmp_path_factory.mktemp("zero")
     script = folder / "worker.py"
     script.write_text(textwrap.dedent(ZERO_WORKER).format(configs=CONFIGS, steps=STEPS, tests=str(ROOT / "tests")))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    port = str(free_port())
-    outs = [folder / f"rank{r}.pt" for r in range(2)]
-    procs = [subprocess.Popen([sys.executable, str(script), str(r), port, str(outs[r])], env=env, cwd=folder,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
-    try:
-        for proc in procs:
-            _, err = proc.communicate(timeout=TIMEOUT)
-            assert proc.returncode == 0, err[-3000:]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    return [torch.load(out, weights_only=True) for out in outs]
+    return run_two_ranks(script, folder)
 
 
 @pytest.mark.parametrize("label", [k for k, v in CONFIGS.items() if v[3]])

@@ -297,14 +297,8 @@ class SpecOptimizer(torch.optim.Optimizer):
         computed = [self._compute(bucket, totals) for bucket in buckets]
         for commit, _ in computed:
             commit()
-        if buckets and not self.spec.scalars_per_param:  # global scalars: the first parameter's value everywhere
-            source = self.state[buckets[0].params[0]]
-            for name in self.spec.scalars(buckets[0].hp):
-                value = source[name]
-                for entry in self.state.values():
-                    target = entry.get(name)
-                    if target is not None and target is not value:
-                        _copy_all([target], [value])  # not copy_ (see _compute)
+        if buckets and not self.spec.scalars_per_param:
+            self._share_scalars(buckets[0].params[0])
         status["execution"] = _TRACED  # an existing object: dynamo cannot build a SimpleNamespace
 
     def _flat_plan(self) -> FlatPlan | None:
@@ -539,10 +533,13 @@ class SpecOptimizer(torch.optim.Optimizer):
             value = self.state[source].get(name)
             if value is None:
                 continue
-            targets = list({id(t): t for state in self.state.values() if (t := state.get(name)) is not None
-                            and t is not value}.values())
+            targets: list[torch.Tensor] = []  # plain loops: torch.compile traces this (the traced step calls it too)
+            for state in self.state.values():
+                target = state.get(name)
+                if target is not None and target is not value and not any(target is t for t in targets):
+                    targets.append(target)
             if targets:
-                _copy_all(targets, [value] * len(targets))
+                _copy_all(targets, [value] * len(targets))  # not copy_ (see _compute)
 
     def _alias_scalars(self) -> None:
         """Make every parameter's entry of a global scalar the one tensor of its (device, dtype), holding the
