@@ -120,11 +120,13 @@ LAYOUTS: dict[str, tuple[str, list[tuple[int, ...]]]] = {
     "a": ("1 x 16M", [(16_000_000,)]),
     "b": ("ResNet-18 (62 tensors, 11.7M)", RESNET18_SHAPES),
     "c": ("2000 x 1000", [(1000,)] * 2000),
+    "d": ("MLP 784-128-10 (4 tensors, 101,770)", [(128, 784), (128,), (10, 128), (10,)]),  # issue 15's tiny model
 }
 FAST_LAYOUTS: dict[str, tuple[str, list[tuple[int, ...]]]] = {
     "a": ("1 x 64K", [(65_536,)]),
     "b": ("ResNet-18 shapes / 16 (62 tensors)", [_shrink(s, 16) for s in RESNET18_SHAPES]),
     "c": ("200 x 100", [(100,)] * 200),
+    "d": ("MLP 256-64-10 (4 tensors)", [(64, 256), (64,), (10, 64), (10,)]),
 }
 
 # ------------------------------------------------------------------------------------ optimizers
@@ -659,6 +661,11 @@ def summarize(layout: str, numel: int, groups: list[dict], entries) -> tuple[lis
             "flatp_direct": (flatp.info.get("direct"), flatp_fused.info.get("direct")),
             "direct": (dyn.info.get("direct"), fused.info.get("direct")),
         })
+        foreach = found.get((name, "foreach"), (None,))[0]
+        row.update({  # issue 15's targets: the default path against torch.optim foreach, fused=True against the default
+            "dynopt_vs_foreach": _median_ratio(dyn.samples, foreach.samples) if foreach else nan,
+            "fused_vs_dynopt": _median_ratio(fused.samples, dyn.samples),
+        })
         if (name, "compiled") in found:
             row["compile"] = found[(name, "compiled")][0].info
         torch_rows.append(row)
@@ -719,6 +726,14 @@ def print_tables(torch_rows, jax_rows, mem_rows, layouts, out=print):
         out(f"| {r['layout']} | {r['optimizer']} | {_f(r['dynopt_ms'])} | {_f(r['fused_ms'])} | {r['ref']} | {_f(r['ref_ms'])} | "
             f"{_f(r['dynopt_vs_ref'])} | {_f(r['fused_vs_ref'])} | {r['bytes_per_element']} | {_f(r['bound_ms'])} | "
             f"{_f(r['dynopt_vs_bound'])} | {_f(r['fused_vs_bound'])} | {_f(r['ref_vs_bound'])} |")
+    out("\n### issue 15's targets: the default path against torch.optim foreach; fused=True against the fastest and the default\n")
+    out("| layout | optimizer | dynopt ms | foreach ms | dynopt/foreach | fused ms | best reference | fused/ref | fused/dynopt |")
+    out("|---|---|---:|---:|---:|---:|---|---:|---:|")
+    for r in torch_rows:
+        if r["ref"].startswith("torch"):
+            out(f"| {r['layout']} | {r['optimizer']} | {_f(r['dynopt_ms'])} | {_f(r['all_ms'].get('foreach'))} | "
+                f"{_f(r['dynopt_vs_foreach'])} | {_f(r['fused_ms'])} | {r['ref']} | {_f(r['fused_vs_ref'])} | "
+                f"{_f(r['fused_vs_dynopt'])} |")
     out("\n### flat-parameter mode: dynopt.torch on parameters flattened by flatten_parameters\n")
     out("flat = the default path, flat fused = fused=True, both on flattened parameters and gradients (stepped in place,")
     out("no gather, no scatter); ratios = median over rounds of per-round ratios; in place = parameters stepped in")
@@ -820,7 +835,7 @@ def parse_args(argv):
     mode.add_argument("--quick", action="store_true", help="full sizes, 3 rounds, no torch.compile")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int)
-    parser.add_argument("--layouts", default="abc")
+    parser.add_argument("--layouts", default="abcd")
     parser.add_argument("--optimizers", default=",".join(ORDER))
     parser.add_argument("--min-sample", type=float, help="seconds per sample (k steps)")
     parser.add_argument("--max-k", type=int, default=50)
@@ -886,7 +901,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> di
     probes: dict[tuple, dict] = {}
     if not args.no_compile:
         budget = [args.compile_budget]
-        for layout in sorted(args.layouts, key="bac".index):  # the realistic layout first
+        for layout in sorted(args.layouts, key="bacd".index):  # the realistic layout first
             items = [n for n in ("Adam", "Momentum", "SGD", "Nesterov", "RMSprop", "AdamW") if n in chosen]
             out(f"compiling torch.optim steps for layout {layout} in a child process (cap {args.compile_cap:.0f} s each, "
                 f"{budget[0]:.0f} s left)...")

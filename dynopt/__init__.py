@@ -11,6 +11,7 @@ from .optimizers import (
                          ZOO,
                          adabelief,
                          adadelta,
+                         adafactor_torch,
                          adagrad,
                          adam,
                          adamax,
@@ -31,6 +32,7 @@ from .optimizers import (
                          nadam,
                          nesterov,
                          nesterov_sbc,
+                         noisy_sgd,
                          radam,
                          rmsprop,
                          rprop,
@@ -47,5 +49,5 @@ __version__ = "0.1.0"
 __all__ = ["Spec", "Hyper", "REGISTRY", "ZOO", "register", "is_static_zero", "meta_step", "discretize", "accumulate", "schemes",
            "sgd", "momentum", "nesterov", "rmsprop", "adam", "eg",
            "meta_sgd", "meta_momentum", "meta_nesterov", "meta_rmsprop", "meta_adam", "nesterov_sbc",
-           "adamw", "radam", "adamax", "adagrad", "adadelta", "rprop", "nadam", "asgd", "muon_torch",
-           "sign_sgd", "signum", "lion", "adabelief", "yogi", "lamb", "lars"]
+           "adamw", "radam", "adamax", "adagrad", "adadelta", "rprop", "nadam", "asgd", "adafactor_torch", "muon_torch",
+           "sign_sgd", "signum", "lion", "adabelief", "yogi", "lamb", "lars", "noisy_sgd"]

@@ -53,7 +53,8 @@ def _variables(spec: Spec) -> tuple[set[str], set[str]]:
                 if spec.check_param is None or not spec.check_param(MATH, hp, x))
     param = MATH.tree([leaf])
     state = spec.initial(MATH, hp, param)
-    point = SimpleNamespace(grad=MATH.tree([np.ones_like(leaf)]), param=param, **state, **spec.scalars(hp))
+    noise = {"noise": MATH.tree([np.zeros_like(leaf)])} if spec.random_seed is not None else {}  # ξ (x.noise): any value
+    point = SimpleNamespace(grad=MATH.tree([np.ones_like(leaf)]), param=param, **state, **spec.scalars(hp), **noise)
     with np.errstate(all="ignore"):  # a zero state may divide by zero here; only the terms' targets matter
         terms = list(spec.statement(MATH, hp, 1, point))
     return ({t.target for t in terms if isinstance(t, INTEGRATING)}, {t.target for t in terms if isinstance(t, Define)})

@@ -16,7 +16,7 @@ from .optimizers import ZOO
 (sgd, momentum, nesterov, rmsprop, adam, eg,
  meta_sgd, meta_momentum, meta_nesterov, meta_rmsprop, meta_adam,
  nesterov_sbc,
- adamw, radam, adamax, adagrad, adadelta, rprop, nadam, asgd, muon_torch,
- sign_sgd, signum, lion, adabelief, yogi, lamb, lars) = map(from_spec, ZOO)
+ adamw, radam, adamax, adagrad, adadelta, rprop, nadam, asgd, adafactor_torch, muon_torch,
+ sign_sgd, signum, lion, adabelief, yogi, lamb, lars, noisy_sgd) = map(from_spec, ZOO)
 
 __all__ = ["from_spec", "NumpyOptimizer"] + [spec.jax_name for spec in ZOO]

@@ -159,7 +159,8 @@ class Hyper:
     group (it drives a global scalar of the spec, e.g. the meta step's scale); the torch backend
     refuses param groups that set different values. ``keyword_only``: keyword-only in the torch class
     (torch.optim's signatures put ``maximize`` and some flags after ``*``), so positional calls bind as
-    in torch.optim.
+    in torch.optim. ``optional``: the positions of a tuple's items that may be None (torch.optim.Adafactor's
+    ``eps=(None, 1e-3)``: None stands for a value the spec picks at the step); a None item is not checked.
     """
 
     name: str
@@ -172,6 +173,7 @@ class Hyper:
     ordered: bool = False
     shared: bool = False
     keyword_only: bool = False
+    optional: tuple[int, ...] = ()
 
     def message(self, value: Any, reason: str) -> str:
         label = self.label or f"{self.name} value"
@@ -191,7 +193,9 @@ class Hyper:
                 raise TypeError(self.message(value, f"must be a tuple of {self.length} numbers"))
         else:
             items = (value,)
-        for item in items:
+        for position, item in enumerate(items):
+            if item is None and position in self.optional:
+                continue
             if callable(item) and self.name != LR:  # backends evaluate a schedule for the learning rate only
                 raise TypeError(self.message(value, "only the learning rate may be a schedule (a callable); "
                                                     "in optax, optax.inject_hyperparams schedules any hyperparameter"))
@@ -205,7 +209,7 @@ class Hyper:
                 raise ValueError(self.message(value, str(err))) from None
             if self.check is not None and not self.check.test(x):
                 raise ValueError(self.message(value, self.check.rule))
-        if self.ordered and all(map(is_concrete, items)):
+        if self.ordered and all(map(is_concrete, items)) and all(item is not None for item in items):
             bounds = [_as_real(item) for item in items]
             if any(high < low for low, high in zip(bounds, bounds[1:])):
                 raise ValueError(self.message(value, "a range (low, high) must have low <= high"))
@@ -237,6 +241,14 @@ class OptaxView:
             0 on the others (``("mask", "weight_decay")``).
         to_spec: optax's arguments (a dict, dtypes and masks removed) -> the hyperparameters of ``spec``,
             ``lr`` included. None: ``learning_rate`` becomes ``lr``, every other argument keeps its name.
+        namespace: where optax keeps the factory: "" for ``optax.<name>`` (exported as ``dynopt.jax.<name>``),
+            "contrib" for ``optax.contrib.<name>`` (``dynopt.jax.contrib.<name>``). A spec whose views all live in a
+            namespace keeps its own factory in ``dynopt.jax`` (``muon_torch``).
+        leafwise: pairs ``(hyperparameter, is_value)``: a static argument optax takes as a pytree of per-leaf values
+            (a prefix of the parameters: a value, where ``is_value(node)``, or None, applies to every leaf beneath
+            it) or as a callable ``params -> such a pytree``; unless None, the spec's hyperparameter is the tuple of
+            one value per parameter leaf (``optax.contrib.muon``'s ``muon_weight_dimension_numbers``). An
+            ``initial_state`` may then return one leaf per parameter with None where a leaf holds no variable.
     """
 
     name: str
@@ -245,6 +257,8 @@ class OptaxView:
     dtypes: tuple[tuple[str, str], ...] = ()
     masks: tuple[tuple[str, str], ...] = ()
     to_spec: Callable[[dict], dict] | None = None
+    namespace: str = ""
+    leafwise: tuple[tuple[str, Callable[[Any], bool]], ...] = ()
 
     def __post_init__(self) -> None:
         names = [h.name for h in self.arguments]
@@ -358,6 +372,17 @@ class Spec:
             that shape, for state that is not parameter-shaped (Adafactor's row and column factors, created by
             ``initial_state``); None: every state variable has the parameter's shape. The torch backend checks
             a loaded state_dict against it, and its flat path leaves such a spec on the reference path.
+            A shape of None: the parameter does not hold that variable (Adafactor keeps ``row_var`` and
+            ``col_var`` for matrices, ``variance`` for vectors). The spec's functions then see the variable as
+            the tree of the parameters that hold it, in order (``initial_state`` returns it so; ``o.pick``
+            takes the matching leaves of another tree, ``o.join`` puts per-leaf results back together);
+            torch keeps no state entry for the others, optax and NumPy store None there.
+        random_seed: ``random_seed(hp) -> seed`` of the spec's random stream (None, the default: the spec draws no
+            random numbers). Its statement reads ξ ~ N(0, I), shaped like the parameters, as ``x.noise``, drawn once
+            per step (:mod:`dynopt.statement`). Backends keep the stream in the state under ``rng_key`` (beside
+            ``spec.state(hp)``), each in its own form: a JAX PRNG key, split as optax splits it; the state of a
+            NumPy PCG64 generator; in torch one ``torch.Generator`` state per parameter (a uint8 tensor in
+            ``state[p]``, so a checkpoint resumes the same draws). The streams of different backends differ.
         optax: the optax factories of this optimizer (:class:`OptaxView`), which ``dynopt.jax`` exports in place of
             the spec's own (torch-named) factory: Adam's ``adam`` and ``amsgrad``, RMSprop's ``rmsprop`` with ε inside
             the root. Empty (the default): ``dynopt.jax.<jax_name>(learning_rate, <hyperparameters>...)`` computes the
@@ -398,6 +423,7 @@ class Spec:
     optax: tuple[OptaxView, ...] = ()
     complex_params: bool = True
     state_shape: Callable[[str, tuple], tuple] | None = None
+    random_seed: Callable[[SimpleNamespace], Any] | None = None
 
     def __post_init__(self) -> None:
         names = [h.name for h in self.hyperparams]
@@ -436,7 +462,7 @@ class Spec:
                 if known[name].static:
                     values[name] = value
                 elif all(map(is_concrete, items)) and not any(map(callable, items)):
-                    reals = tuple(_as_real(item) for item in items)
+                    reals = tuple(None if item is None else _as_real(item) for item in items)
                     values[name] = reals if known[name].length else reals[0]
             broken = self.constraints(values)
             if broken is not None:
@@ -449,9 +475,17 @@ class Spec:
             return self.initial_state(o, hp, param)
         return {name: o.zeros_like(param) for name in self.state(hp)}
 
-    def shape_of(self, name: str, param_shape: tuple) -> tuple:
-        """The shape state variable ``name`` has for a parameter of shape ``param_shape`` (see ``state_shape``)."""
-        return tuple(param_shape) if self.state_shape is None else tuple(self.state_shape(name, tuple(param_shape)))
+    def shape_of(self, name: str, param_shape: tuple) -> tuple | None:
+        """The shape state variable ``name`` has for a parameter of shape ``param_shape`` (see ``state_shape``);
+        None where that parameter does not hold it."""
+        if self.state_shape is None:
+            return tuple(param_shape)
+        shape = self.state_shape(name, tuple(param_shape))
+        return None if shape is None else tuple(shape)
+
+    def holds(self, name: str, param_shape: tuple) -> bool:
+        """Whether a parameter of shape ``param_shape`` holds state variable ``name`` (see ``state_shape``)."""
+        return self.state_shape is None or self.state_shape(name, tuple(param_shape)) is not None
 
     def step_size(self, hp: SimpleNamespace, scalars: Mapping[str, Any]) -> Any:
         """The effective learning rate at hyperparameters ``hp`` (lr in effect) and global ``scalars``."""

@@ -24,6 +24,13 @@ term                                   one step                        ODE (h·�
 ``Define(x, f)``                       x = f(variables)                x' = f(rates)  (f linear)
 =====================================  ==============================  =====================================
 
+A statement may also read ``x.noise``: ξ ~ N(0, I), shaped like the parameters, for a spec with a
+random stream (``Spec.random_seed``). A step draws it once (on the first read; every stage of a
+multi-stage scheme reads the same ξ) from the stream kept in the state under ``rng_key``, which
+moves on; the field reads ξ = 0. So a term ``Drift(x, d + s·ξ)`` is one Euler–Maruyama step of the SDE
+dx = (d/h) dt + (s/√h) dW: the vector field is its drift d/h, s/√h its diffusion
+(:mod:`dynopt.optimizers.noisy_sgd`).
+
 From one statement dynopt derives:
 
 * the discrete update, by a scheme (:mod:`dynopt.schemes`): the zoo's own (semi-implicit Euler in
@@ -62,6 +69,8 @@ __all__ = [
 ]
 
 PARAM = "param"
+NOISE = "noise"  # ξ ~ N(0, I), parameter-shaped, read as x.noise by a statement with a random stream
+RANDOM = "rng_key"  # the state entry that holds a spec's random stream (Spec.random_seed)
 
 
 class MissingGradient(ValueError):
@@ -186,12 +195,45 @@ class _Point(Namespace):  # not SimpleNamespace: torch.compile traces a plain cl
         if settle is not None and name == PARAM:
             settle()
             return self.__dict__[PARAM]
+        if name == NOISE:
+            draw = self.__dict__.get("_draw")
+            if draw is not None:
+                self.__dict__[NOISE] = value = draw()
+                return value
         raise AttributeError(f"the statement read {name!r}, which is neither 'grad' nor one of its variables "
                              f"{sorted(k for k in self.__dict__ if not k.startswith('_'))}")
 
 
-def _point(grad, values: dict) -> _Point:
-    return _Point(grad=grad, **values)
+def _point(grad, values: dict, draw=None) -> _Point:
+    point = _Point(grad=grad, **values)
+    if draw is not None:
+        point._draw = draw
+    return point
+
+
+class _Draws:
+    """ξ ~ N(0, I) shaped like ``like``, drawn from the stream ``values[RANDOM]`` at the first read and the same
+    ξ at every later read of the step (each stage of a multi-stage scheme); ``finish(out)`` writes the stream
+    after the draw into ``out`` (nothing when ξ was not read)."""
+
+    def __init__(self, o, like, values: dict):
+        self.o, self.like, self.values, self.value, self.next = o, like, values, None, None
+
+    def __call__(self):
+        if self.value is None:
+            if RANDOM not in self.values:
+                raise AttributeError(f"the statement read {NOISE!r}, but there is no random stream {RANDOM!r} in its "
+                                     "state (a spec that draws noise sets Spec.random_seed)")
+            self.value, self.next = self.o.normal(self.values[RANDOM], self.like)
+        return self.value
+
+    def finish(self, out: dict) -> None:
+        if self.value is not None:
+            out[RANDOM] = self.next
+
+
+def _drift_only():
+    return ZERO  # the vector field is the drift of the SDE: E[ξ] = 0
 
 
 def _run(statement, o, hp, t, point) -> Iterator:
@@ -279,7 +321,8 @@ def _gauss_seidel(statement, lookahead: bool, o, hp, t, grad, values: dict):
     The parameter's own step is kept as an increment (as torch.optim adds it) and its new value is
     formed only if a later term needs it."""
     stored = dict(values)
-    point = _point(grad, values)
+    draws = _Draws(o, grad, values)
+    point = _point(grad, values, draws)
     delta, pending = None, False
 
     def settle_param():
@@ -310,6 +353,7 @@ def _gauss_seidel(statement, lookahead: bool, o, hp, t, grad, values: dict):
         stored[term.target] = new
         setattr(point, term.target, term.ahead(new) if lookahead and isinstance(term, (Leak, Relax)) else new)
     point.__dict__.pop("_settle", None)  # no cycle point → settle_param → point left to the garbage collector
+    draws.finish(stored)
     if not pending:
         delta = stored[PARAM] - values[PARAM] if stored[PARAM] is not values[PARAM] else ZERO
     return delta, stored
@@ -322,6 +366,7 @@ def _zero(value) -> bool:
 def _blocks(statement, scheme: Splitting, o, hp, t, grad, values: dict):
     """Sub-steps in a given order: the statement is evaluated afresh at the start of each."""
     current = dict(values)
+    draws = _Draws(o, grad, values)
     grad_at = values[PARAM]
     survey, rest = None, ()
     for sub in scheme.steps:
@@ -330,7 +375,7 @@ def _blocks(statement, scheme: Splitting, o, hp, t, grad, values: dict):
         if current[PARAM] is not grad_at:
             grad = yield current[PARAM]
             grad_at = current[PARAM]
-        point = _point(grad, current)
+        point = _point(grad, current, draws)
         terms = list(_run(statement, o, hp, t, point))
         integrating = {term.target: term for term in terms if isinstance(term, INTEGRATING)}
         if survey is None:
@@ -348,6 +393,7 @@ def _blocks(statement, scheme: Splitting, o, hp, t, grad, values: dict):
         for term in terms:
             if isinstance(term, STRUCTURAL):
                 _apply_structural(o, term, current)
+    draws.finish(current)
     return current[PARAM] - values[PARAM], current
 
 
@@ -357,7 +403,8 @@ def _rk_update(statement, scheme: ExplicitRK):
         def direct(o, hp, t, grad, param, state):
             names = tuple(state.__dict__)
             values = {PARAM: param, **state.__dict__}
-            terms = list(_run(statement, o, hp, t, _point(grad, values)))
+            draws = _Draws(o, grad, values)
+            terms = list(_run(statement, o, hp, t, _point(grad, values, draws)))
             structural = [term for term in terms if isinstance(term, STRUCTURAL)]
             new, delta = dict(values), None
             for term in terms:
@@ -370,6 +417,7 @@ def _rk_update(statement, scheme: ExplicitRK):
                 new[term.target] = _step_term(o, term, values[term.target], 1, False, scheme.mirror)
             for term in structural:
                 _apply_structural(o, term, new)
+            draws.finish(new)
             if delta is None:
                 delta = new[PARAM] - values[PARAM] if new[PARAM] is not values[PARAM] else ZERO
             return delta, {n: new[n] for n in names}
@@ -387,6 +435,7 @@ def _rk_update(statement, scheme: ExplicitRK):
         increments: list[dict] = []
         kinds: dict[str, Any] = {}
         structural: list = []
+        draws = _Draws(o, grad, base)
         for i in range(scheme.stages):
             row = scheme.a[i]
             if any(row):
@@ -396,7 +445,7 @@ def _rk_update(statement, scheme: ExplicitRK):
             else:
                 point_values, stage_grad = base, grad
             clock = o.clip(t - 1 + scheme.c[i], 1.0, math.inf)
-            terms = list(_run(statement, o, hp, clock, _point(stage_grad, point_values)))
+            terms = list(_run(statement, o, hp, clock, _point(stage_grad, point_values, draws)))
             if i == 0:
                 kinds = {term.target: term for term in terms if isinstance(term, INTEGRATING)}
                 structural = [term for term in terms if isinstance(term, STRUCTURAL)]
@@ -409,6 +458,7 @@ def _rk_update(statement, scheme: ExplicitRK):
         new = _combine(o, base, [(w, increments[i]) for i, w in enumerate(scheme.b) if w], kinds, structural, scheme.mirror)
         additive = PARAM in kinds and not isinstance(kinds[PARAM], Mirror) and not any(PARAM in _targets(s) for s in structural)
         delta = _weighted([(w, increments[i][PARAM]) for i, w in enumerate(scheme.b) if w]) if additive else new[PARAM] - param
+        draws.finish(new)
         return delta, {n: new[n] for n in names}
 
     return staged
@@ -479,7 +529,7 @@ def _vector_field(statement, time_step):
         clock = max(float(time) / float(h), 1.0)
         values = {PARAM: param, **state.__dict__}
         rates: dict[str, Any] = {}
-        for term in _run(statement, o, hp, clock, _point(grad, values)):
+        for term in _run(statement, o, hp, clock, _point(grad, values, _drift_only)):
             if isinstance(term, Define):
                 rates[term.target] = term.fn(Namespace(**{n: rates.get(n, ZERO) for n in values}))
             elif isinstance(term, Normalize):
@@ -688,7 +738,8 @@ def _embedded(spec: Spec, k: int, inner, name: str | None) -> Spec:
         first, last = position == 0, position == k - 1
         values = {PARAM: param, **state.__dict__}
         stored = dict(values)
-        point = _point(grad, values)
+        draws = _Draws(o, grad, values)
+        point = _point(grad, values, draws)
         delta = ZERO
         for term in _run(spec.statement, o, hp, inner(t), point):
             if isinstance(term, Leak) and term.target != PARAM:
@@ -701,6 +752,7 @@ def _embedded(spec: Spec, k: int, inner, name: str | None) -> Spec:
             else:
                 raise ValueError(f"accumulate(..., embed=True): {spec.name}'s statement has a {type(term).__name__} term "
                                  f"for {getattr(term, 'target', '?')!r}; only leaky integrators and the drift of θ embed")
+        draws.finish(stored)
         return delta, {n: stored[n] for n in state.__dict__}
 
     return replace(

@@ -14,7 +14,7 @@ from .optimizers import ZOO
 (SGD, Momentum, Nesterov, RMSprop, Adam, EG,
  MetaSGD, MetaMomentum, MetaNesterov, MetaRMSprop, MetaAdam,
  NesterovSBC,
- AdamW, RAdam, Adamax, Adagrad, Adadelta, Rprop, NAdam, ASGD, Muon,
- SignSGD, Signum, Lion, AdaBelief, Yogi, Lamb, Lars) = map(from_spec, ZOO)
+ AdamW, RAdam, Adamax, Adagrad, Adadelta, Rprop, NAdam, ASGD, Adafactor, Muon,
+ SignSGD, Signum, Lion, AdaBelief, Yogi, Lamb, Lars, NoisySGD) = map(from_spec, ZOO)
 
 __all__ = ["from_spec", "SpecOptimizer", "flatten_parameters", "FlatParameters"] + [spec.name for spec in ZOO]

@@ -272,6 +272,16 @@ class LeafOps:
         """Per leaf the transpose of the last two dimensions, of the leaves where ``which`` (a list of bools) is
         True (None: every leaf)."""
 
+    def spectral_norm(self, xs) -> list:
+        """Per leaf the spectral norm (the largest singular value) of each matrix of its last two dimensions, keeping
+        dims (0 for an empty matrix)."""
+
+    def permute(self, xs, axes) -> list:
+        """Per leaf its axes in the order ``axes[i]`` (a tuple; None: the leaf as it is)."""
+
+    def reshape(self, xs, shapes) -> list:
+        """Per leaf its entries (in row-major order) in the shape ``shapes[i]`` (None: the leaf as it is)."""
+
     def cast(self, xs, dtype) -> list:
         """Per leaf ``x`` in ``dtype``: the name of a floating dtype (``"bfloat16"``), or a list of leaves whose
         dtypes to take."""
@@ -279,8 +289,25 @@ class LeafOps:
     def leaf_shape(self, x) -> tuple:
         """The shape of one leaf, as a tuple of ints (static under jit)."""
 
+    # random numbers (a spec with Spec.random_seed): the stream is the backend's own value, opaque to specs
+    def stream(self, seed, xs):
+        """A random stream for the leaves ``xs`` from ``seed`` (an int; in JAX also a PRNG key)."""
+        raise NotImplementedError(f"{type(self).__name__} draws no random numbers")
+
+    def normal(self, stream, xs) -> tuple[list, Any]:
+        """Standard normal draws shaped (and typed) like the leaves ``xs``, and the stream after them."""
+        raise NotImplementedError(f"{type(self).__name__} draws no random numbers")
+
+    def leaf_eps(self, x) -> float:
+        """The machine epsilon of one leaf's dtype (``torch.finfo(dtype).eps``), a Python float."""
+
 
 _LOW_PRECISION = ("bfloat16", "float16")
+
+
+def _axes(axis) -> tuple:
+    """An axis or a tuple of axes, as a tuple."""
+    return tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
 
 
 def _dtype_name(dtype) -> str:
@@ -385,7 +412,7 @@ class ArrayLeafOps(LeafOps):
         out = []
         for x in xs:
             if x.size == 0 and op != "sum":  # no identity; any value broadcasts against an empty leaf
-                dims = range(x.ndim) if axis is None else (axis % max(x.ndim, 1),)
+                dims = range(x.ndim) if axis is None else [a % max(x.ndim, 1) for a in _axes(axis)]
                 out.append(self.xp.zeros([1 if d in dims else n for d, n in enumerate(x.shape)], x.dtype))
             else:
                 out.append(f(x, axis=axis, keepdims=True))
@@ -433,6 +460,21 @@ class ArrayLeafOps(LeafOps):
     def transpose(self, xs, which=None):
         return [self.xp.swapaxes(x, -1, -2) if which is None or which[i] else x for i, x in enumerate(xs)]
 
+    def permute(self, xs, axes):
+        return [x if a is None else self.xp.transpose(x, a) for x, a in zip(xs, axes, strict=True)]
+
+    def reshape(self, xs, shapes):
+        return [x if shape is None else self.xp.reshape(x, shape) for x, shape in zip(xs, shapes, strict=True)]
+
+    def spectral_norm(self, xs):
+        out = []
+        for x in xs:
+            if x.size == 0:
+                out.append(self.xp.zeros((*x.shape[:-2], 1, 1), x.dtype))
+            else:
+                out.append(self.xp.linalg.norm(x, ord=2, axis=(-2, -1), keepdims=True))
+        return out
+
     def cast(self, xs, dtype):
         if isinstance(dtype, str):
             return [self._exact(x.astype(self._dtype(dtype))) for x in xs]
@@ -440,6 +482,40 @@ class ArrayLeafOps(LeafOps):
 
     def leaf_shape(self, x):
         return tuple(int(n) for n in x.shape)
+
+    def leaf_eps(self, x):
+        try:
+            return float(self.xp.finfo(x.dtype).eps)
+        except (TypeError, ValueError):  # NumPy's finfo does not know bfloat16
+            import ml_dtypes
+
+            return float(ml_dtypes.finfo(x.dtype).eps)
+
+    def stream(self, seed, xs):
+        """JAX: a typed PRNG key (an int seed through ``jax.random.key``, a typed key as it is), as optax keeps one.
+        NumPy: the state of a PCG64 bit generator seeded by ``numpy.random.default_rng(seed)`` (a dict: pure)."""
+        if self._reduce is None:
+            return self.xp.random.default_rng(seed).bit_generator.state
+        import jax
+
+        if isinstance(seed, jax.Array) and jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key):
+            return seed
+        return jax.random.key(seed)
+
+    def normal(self, stream, xs):
+        """JAX: the key splits into (next key, sample key), the sample key into one key per leaf, in the leaves' order,
+        and each leaf is ``jax.random.normal`` of its key (optax's ``add_noise``). NumPy: the leaves drawn in order
+        from a ``numpy.random.Generator`` on the stream (float64 draws in the leaf's dtype)."""
+        if self._reduce is None:
+            bits = self.xp.random.PCG64()
+            bits.state = stream
+            draw = self.xp.random.Generator(bits)
+            return [draw.standard_normal(x.shape).astype(x.dtype) for x in xs], bits.state
+        import jax
+
+        following, sample = jax.random.split(stream)
+        keys = jax.random.split(sample, len(xs))
+        return [jax.random.normal(keys[i], x.shape, x.dtype) for i, x in enumerate(xs)], following
 
 
 class FiniteSumArrayOps(ArrayLeafOps):
@@ -544,6 +620,19 @@ class TreeMath:
         """Per leaf the transpose of its last two dimensions (only where ``which[i]``, when given)."""
         return ZERO if x is ZERO else Tree(self.ops.transpose(x.leaves, which), self.ops)
 
+    def permute(self, x: Tree, axes) -> Tree:
+        """Per leaf its axes reordered, ``axes[i]`` a tuple (None: leaf i as it is)."""
+        return ZERO if x is ZERO else Tree(self.ops.permute(x.leaves, list(axes)), self.ops)
+
+    def reshape(self, x: Tree, shapes) -> Tree:
+        """Per leaf its entries in row-major order reshaped to ``shapes[i]`` (None: leaf i as it is)."""
+        return ZERO if x is ZERO else Tree(self.ops.reshape(x.leaves, list(shapes)), self.ops)
+
+    def spectral_norm(self, x: Tree) -> Tree:
+        """Per leaf the largest singular value of its matrix (of each matrix of its last two dimensions), broadcastable
+        against ``x``."""
+        return ZERO if x is ZERO else Tree(self.ops.spectral_norm(x.leaves), self.ops)
+
     def cast(self, x: Tree, dtype) -> Tree:
         """Per leaf ``x`` in ``dtype``: a dtype name (``"bfloat16"``) or a tree whose leaves' dtypes to take."""
         if x is ZERO:
@@ -553,6 +642,30 @@ class TreeMath:
     def shapes(self, x: Tree) -> list[tuple]:
         """The shape of every leaf (static: specs may branch on it)."""
         return [self.ops.leaf_shape(leaf) for leaf in x.leaves]
+
+    def machine_eps(self, x: Tree) -> list[float]:
+        """The machine epsilon of every leaf's dtype, ``torch.finfo(dtype).eps`` (static: Python floats)."""
+        return [self.ops.leaf_eps(leaf) for leaf in x.leaves]
+
+    def pick(self, x: Tree, which) -> Tree:
+        """The tree of the leaves of ``x`` where ``which`` (a list of bools, one per leaf) is True, in order: the
+        leaves aligned with a state variable that only some parameters hold (``Spec.state_shape``)."""
+        if x is ZERO:
+            return ZERO
+        return Tree([leaf for leaf, chosen in zip(x.leaves, which, strict=True) if chosen], self.ops)
+
+    def join(self, which, a: Tree, b: Tree) -> Tree:
+        """The inverse of :meth:`pick`: leaf i is the next leaf of ``a`` where ``which[i]``, else the next of ``b``
+        (``a`` has one leaf per True, ``b`` one per False; ZERO only when both are)."""
+        if a is ZERO and b is ZERO:
+            return ZERO
+        if a is ZERO or b is ZERO:
+            raise TypeError("o.join needs two trees (the exact zero ZERO has no leaves to place)")
+        if len(a.leaves) != sum(map(bool, which)) or len(b.leaves) != len(which) - len(a.leaves):
+            raise ValueError(f"o.join: {len(a.leaves)} and {len(b.leaves)} leaves for {sum(map(bool, which))} "
+                             f"and {len(which) - sum(map(bool, which))} places")
+        first, second = iter(a.leaves), iter(b.leaves)
+        return Tree([next(first) if chosen else next(second) for chosen in which], self.ops)
 
     def per_leaf(self, values) -> Tree:
         """A tree of one scalar (a number or a 0-dim value) per leaf, for a per-leaf factor: ``x * o.per_leaf([...])``
@@ -567,8 +680,9 @@ class TreeMath:
         return self.ops.leaf_ndim(leaf)
 
     def _extremum(self, op: str, a, b):
-        """Elementwise maximum/minimum of two trees, or of a tree and a scalar (either may be ``ZERO``)."""
-        if isinstance(b, Tree) or (b is ZERO and not isinstance(a, Tree)):
+        """Elementwise maximum/minimum of two trees, or of a tree and a scalar (either may be ``ZERO``); of two trees,
+        the first keeps its place (a tree of one number per leaf, ``o.per_leaf``, goes second)."""
+        if not isinstance(a, Tree) and (isinstance(b, Tree) or b is ZERO):
             a, b = b, a  # both are commutative: a tree, else ZERO, comes first
         if isinstance(a, Tree):
             other = b.leaves if isinstance(b, Tree) else 0.0 if b is ZERO else b
@@ -599,6 +713,16 @@ class TreeMath:
         xs, ys = (as_tree(v, like) for v in (a, b))
         xs, ys = (self.ops.zeros_like(like.leaves) if v is ZERO else v.leaves for v in (xs, ys))
         return Tree(self.ops.where(cond, xs, ys), self.ops)
+
+    def normal(self, stream, like: Tree) -> tuple[Tree, Any]:
+        """``(ξ, next)``: ξ ~ N(0, I) shaped like ``like`` drawn from the backend's random ``stream``, and the stream
+        after the draw (statements read ξ as ``x.noise``; :mod:`dynopt.statement`)."""
+        leaves, following = self.ops.normal(stream, like.leaves)
+        return Tree(leaves, self.ops), following
+
+    def stream(self, seed, like: Tree):
+        """A new random stream for the leaves of ``like`` from ``seed`` (see ``LeafOps.stream``)."""
+        return self.ops.stream(seed, like.leaves)
 
     def zeros_like(self, x: Tree) -> Tree:
         return ZERO if x is ZERO else Tree(self.ops.zeros_like(x.leaves), self.ops)

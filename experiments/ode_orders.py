@@ -116,12 +116,15 @@ BASE_SCALINGS: dict[str, tuple[Callable[[float], dict], Callable[[float], dict] 
              lambda h: {"exp_avg_sq": [10 * toy_grad([THETA0])[0] ** 2]}),  # sign(v − g²) = +1: the smooth regime
     "Lamb": (lambda h: {"lr": h, "b1": 1 - C1 * h, "b2": 1 - C2 * h, "eps": 1e-3, "weight_decay": 0.5}, None),
     "Lars": (lambda h: {"lr": h * h, "momentum": 1 - GAMMA * h, "weight_decay": 0.1, "trust_coefficient": 1.0}, None),
+    # the drift of its SDE, the noise off (its noise: tests/test_optax_noisy_muon.py)
+    "NoisySGD": (lambda h: {"lr": h, "eta": 0.0}, None),
 }
 # Steps that coincide with their flow between sign changes (a constant −lr·sign per step): no error to fit, so they
 # are not measured here; tests/test_ode.py checks that they are exact, tests/test_zoo_optax_new.py what converges.
 EXACT = {"SignSGD", "Signum"}
-# Not measured: Muon orthogonalizes in bfloat16 and takes matrices only (tests/test_ode.py's NOT_MEASURED says why)
-UNMEASURED = {"Muon"}
+# Not measured: Muon orthogonalizes in bfloat16 and takes matrices only; Adafactor's field depends on h itself (its
+# step clock t = time/h sets the moments' rate and the relative step): tests/test_ode.py's NOT_MEASURED says why
+UNMEASURED = {"Muon", "Adafactor"}
 
 
 def scaling(spec: Spec) -> tuple[Callable[[float], dict], Callable[[float], dict] | None]:

@@ -16,7 +16,7 @@ import os
 import re
 
 ROUTED = ("sgd", "adam", "adamw", "amsgrad", "nadam", "nadamw", "radam", "adamax", "adagrad", "adadelta", "rprop",
-          "rmsprop")
+          "rmsprop", "noisy_sgd")
 _OPT_NAME = re.compile(r"opt_name='([a-z_0-9]+)'")
 
 

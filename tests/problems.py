@@ -72,6 +72,10 @@ def make_problem(seed: int, steps: int, curvature: float = 2.0, maximize: bool =
 ZERO, NONZERO = "zero", "non-zero"
 ZERO_OR_NOT = ("momentum", "dampening", "weight_decay", "gain_lr", "trace_decay")
 
+# The values that switch the noise of a spec with a random stream (Spec.random_seed) off, for the suites that compare
+# backends: torch, NumPy and JAX draw from different streams (NoisySGD's eta; its noise is tested on its own).
+NOISE_OFF = {"eta": 0.0}
+
 # Continuous draws; for a ZERO_OR_NOT hyperparameter, its non-zero value.
 RANDOM = {
     "momentum": lambda rng: float(rng.uniform(0.05, 0.95)),
@@ -105,9 +109,23 @@ RANDOM = {
     "beta": lambda rng: float(rng.uniform(0.5, 0.95)),  # Signum
     "eps_root": lambda rng: float(10 ** rng.uniform(-16, -8)),
     "trust_coefficient": lambda rng: float(10 ** rng.uniform(-3, 0)),  # LARS
+    "beta2_decay": lambda rng: float(rng.uniform(-1.0, -0.5)),  # Adafactor
+    "d": lambda rng: float(rng.uniform(1.0, 2.0)),  # Adafactor's clipping threshold (RMS(U) exceeds 1 at first)
+    # NoisySGD: torch, NumPy and JAX draw from different random streams, and these cases drive cross-backend parity,
+    # so no noise (the rule is then SGD's, with its annealing clock unused); tests/test_optax_noisy_muon.py tests the
+    # noise itself (optax's draws exactly, torch's checkpoints, the statistics of every backend)
+    "eta": lambda rng: NOISE_OFF["eta"],
+    "gamma": lambda rng: float(rng.uniform(0.0, 1.0)),
+}
+# Draws of one spec's own hyperparameter where its name means something else elsewhere (Adafactor's eps is a pair
+# (ε₁, ε₂), ε₁ None or a number).
+RANDOM_OF = {
+    ("Adafactor", "eps"): lambda rng: (None if rng.uniform() < 0.5 else float(10 ** rng.uniform(-8, -3)),
+                                       float(10 ** rng.uniform(-4, -2))),
 }
 # Static options the draws leave at their default, and why.
 NOT_DRAWN = {"axis": "one axis must exist in every leaf, and SHAPES has a 0-d leaf (tests/test_independent.py covers axis=1)",
+             "key": "NoisySGD's seed, an int: the default 0 (the cases have eta = 0: no noise, see RANDOM)",
              "ns_steps": "Muon's Newton–Schulz iteration count, an int: the default 5 (tests/test_adafactor_muon.py and "
                          "torch's optim_db grid in tests/test_conformance_torch.py vary it)"}
 
@@ -216,6 +234,8 @@ def _draw_cases(spec, n: int, rng, fixed: dict) -> tuple[list[dict], dict]:
                 hp[h.name] = None
             elif level == ZERO:
                 hp[h.name] = 0.0
+            elif level is None and (spec.name, h.name) in RANDOM_OF:
+                hp[h.name] = RANDOM_OF[spec.name, h.name](rng)
             elif level == NONZERO or (level is None and h.name in RANDOM):
                 hp[h.name] = RANDOM[h.name](rng)
             elif level is not None or h.name in NOT_DRAWN:

@@ -57,7 +57,9 @@ def run_torch(make_optimizer, problem: Problem, steps: int, dtype="float64", sch
 
 
 def torch_state(opt, params_names):
-    return {n: [opt.state[p][n].double().numpy() for p in opt.param_groups[0]["params"]] for n in params_names}
+    """None where a parameter does not hold a variable (Adafactor: ``row_var`` for matrices, ``variance`` for vectors)."""
+    return {n: [opt.state[p][n].double().numpy() if n in opt.state[p] else None for p in opt.param_groups[0]["params"]]
+            for n in params_names}
 
 
 def run_optax(transform, problem: Problem, steps: int, dtype="float64"):
@@ -80,7 +82,7 @@ def run_optax(transform, problem: Problem, steps: int, dtype="float64"):
 
 
 def optax_state(state, names):
-    return {n: [np.asarray(x, dtype=np.float64) for x in getattr(state, n)] for n in names}
+    return {n: [None if x is None else np.asarray(x, dtype=np.float64) for x in getattr(state, n)] for n in names}
 
 
 def dynopt_torch(spec, hyper):

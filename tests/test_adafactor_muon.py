@@ -8,7 +8,8 @@ bfloat16 intermediate explicitly under jit (XLA would otherwise keep float32 "ex
 is the parity tolerance, max |Δ| / max |θ| ≤ 1e-12.
 
 The registry suites cover Muon too (tests/zoo_options.py STATEFUL, tests/problems.py shapes_for: its matrices
-only); Adafactor is not implemented (see CHANGELOG.md).
+only). dynopt.torch.Adafactor, the other optimizer of this issue, has its own module: tests/test_adafactor.py. The
+last tests here check the generic mechanism Adafactor's state uses (Spec.state_shape) on a user spec.
 """
 
 from __future__ import annotations
@@ -225,17 +226,18 @@ def test_a_parameter_that_is_not_a_matrix_is_refused_by_every_backend(shape):
             make(0.01).init(leaves)
 
 
-def test_complex_parameters_and_sparse_gradients_raise_at_the_step_as_in_torch():
-    for cls in (torch.optim.Muon, dynopt.torch.Muon):
+@pytest.mark.parametrize("name", ["Muon", "Adafactor"])
+def test_complex_parameters_and_sparse_gradients_raise_at_the_step_as_in_torch(name):
+    for cls in (getattr(torch.optim, name), getattr(dynopt.torch, name)):
         p = torch.nn.Parameter(torch.randn(2, 3, dtype=torch.complex64))
         p.grad = torch.randn_like(p)
         opt = cls([p])  # accepted when built, as in torch
-        with pytest.raises(RuntimeError, match="Muon does not support complex parameters"):
+        with pytest.raises(RuntimeError, match=f"{name} does not support complex parameters"):
             opt.step()
         assert not opt.state
         w = torch.nn.Parameter(torch.randn(2, 3))
         w.grad = torch.randn(2, 3).to_sparse()
-        with pytest.raises(RuntimeError, match="Muon does not support sparse gradients"):
+        with pytest.raises(RuntimeError, match=f"{name} does not support sparse gradients"):
             cls([w]).step()
 
 

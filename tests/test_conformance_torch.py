@@ -28,7 +28,7 @@ warning category) in dynopt; an error caused by a param group is torch's own (dy
 and must match torch's message pattern, an error caused by a hyperparameter must name that
 argument (its name or label) and show its value. The culprit argument is found by asking torch:
 the kwarg whose removal lets torch construct the optimizer. An error torch declares at the first
-step (Muon's complex parameters) must be raised at the step by both, with torch's message.
+step (Muon's and Adafactor's complex parameters) must be raised at the step by both, with torch's message.
 
 Muon takes matrices only (``MATRICES_ONLY``): its model is the same without biases, and its
 sample parameter for error inputs is a (2, 3) matrix.
@@ -52,8 +52,8 @@ The reference for NAdam and ASGD keeps their 0-dim per-parameter state in float6
 otherwise rounds it to float32 (documented in their docstrings).
 
 Configs run (torch 2.13.0): SGD 9 (+ Momentum 3, Nesterov 1 as views), Adam 5, AdamW 5, NAdam 7,
-RAdam 6, Adamax 5, Adagrad 7, Adadelta 6, Rprop 5, ASGD 7, RMSprop 8, Muon 7; error inputs: 94 run
-(Muon's 9 among them), skipped the 4 with ``foreach=True`` (``test_config_counts`` asserts each count is > 0 and prints them).
+RAdam 6, Adamax 5, Adagrad 7, Adadelta 6, Rprop 5, ASGD 7, RMSprop 8, Muon 7, Adafactor 5; error inputs: 104 run
+(Muon's 9 and Adafactor's 10 among them), skipped the 4 with ``foreach=True`` (``test_config_counts`` asserts each count is > 0 and prints them).
 
 torch's test helpers import ``expecttest`` (a torch development dependency used only by their
 TestCase base class). When it is not installed, an empty stand-in is registered for the import and
@@ -105,7 +105,7 @@ def _torch_test_inputs():
 
 
 OPTIM_DB, ERROR_ON = _torch_test_inputs()
-TORCH_NAMES = ("SGD", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Adagrad", "Adadelta", "Rprop", "ASGD", "RMSprop", "Muon")
+TORCH_NAMES = ("SGD", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Adagrad", "Adadelta", "Rprop", "ASGD", "RMSprop", "Muon", "Adafactor")
 MATRICES_ONLY = {"Muon"}  # 2-D parameters only (torch raises for others): its model has no biases
 INFOS = {info.name: info for info in OPTIM_DB if info.name in TORCH_NAMES}
 DTYPE = torch.float64
@@ -289,7 +289,8 @@ def test_loads_an_older_state_dict(torch_name, torch_kwargs, mine, kwargs):
         for key in newer & set(group):
             del group[key]
             deleted.append(key)
-    flags = [key for key in ("maximize", "skip_nonfinite") if key in opt.param_groups[0]]  # torch.optim.Muon: no maximize
+    # torch.optim.Muon has no maximize; torch.optim.Adafactor had it from its first release (not a newer flag)
+    flags = [key for key in ("maximize", "skip_nonfinite") if key in opt.param_groups[0] and key in newer]
     assert "skip_nonfinite" in flags and set(flags) <= set(deleted)
     twin = copy.deepcopy(net)
     loaded = build(mine, kwargs, twin.parameters())

@@ -11,7 +11,7 @@ any difference in the parameters is the optimizer's.
 
 * Elementwise optimizers (SGD, Momentum, Nesterov, RMSprop, Adam, Adam with the
   ``skip_nonfinite`` guard, whose finiteness check reduces over all shards) give the single-process
-  parameters bit for bit.
+  parameters bit for bit (the single process on the reference path, which DTensors take too).
 * Meta-step optimizers (MetaSGD with gains, MetaAdam) reduce over *all* parameters: the dot
   products and norms of their alignment must be summed across shards, not per rank. On DTensors
   the sum of each shard's partial result is an all-reduce, whose order of additions may differ
@@ -65,10 +65,11 @@ def loss(net, k):
 
 def single_process(label):
     """One process, the full parameters, the full-batch gradients: the first gradients, the final
-    parameters and the optimizer."""
+    parameters and the optimizer. On the reference path (``flat=False``), the path DTensor parameters take:
+    the default path's composite kernels round differently (a few ulps; tests/test_torch_paths.py)."""
     name, kw = CONFIGS[label]
     net = model()
-    opt = getattr(dynopt.torch, name)(net.parameters(), **kw)
+    opt = getattr(dynopt.torch, name)(net.parameters(), **kw, flat=False)
     first = None
     for k in range(STEPS):
         opt.zero_grad()

@@ -31,7 +31,7 @@ def _parameters(cls):
 
 
 def test_the_torch_names_are_all_there():
-    assert set(TORCH_NAMES) == {"Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "ASGD", "Muon", "NAdam", "RAdam", "RMSprop",
+    assert set(TORCH_NAMES) == {"Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "AdamW", "ASGD", "Muon", "NAdam", "RAdam", "RMSprop",
                                 "Rprop", "SGD"}
 
 

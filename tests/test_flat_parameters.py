@@ -56,7 +56,8 @@ def flat(name, kwargs, init, grads, groups=None, set_to_none=True, reattach_grad
 
 def expect_direct(opt, executions, count):
     """From the second step on (the first creates the state on the reference path) every step ran in place."""
-    if getattr(opt, "_needs_leaves", False):  # a spec that reduces inside a parameter: always the reference path
+    if getattr(opt, "_needs_leaves", False) or opt.spec.random_seed is not None:
+        # a spec that reduces inside a parameter, or draws random numbers (NoisySGD): always the reference path
         assert all(e.path == "reference" for e in executions)
         return
     assert executions[0].path == "reference"
@@ -277,3 +278,163 @@ def test_what_is_flattened():
     assert copied.c.weight.data_ptr() != model.c.weight.data_ptr()
     handle.remove()
     assert dt.flatten_parameters(model).params != []  # released: can be flattened again
+
+
+# ----------------------------------------------------------------------------------------------
+# the steady-state check of a flat-parameter plan (FlatPlan.arm / FlatPlan.holds): whatever changes what
+# the plan was built for still rebuilds it, proven equal to the reference path, parameters and state
+
+
+def both(name, kwargs, init, grads, hook, groups=None, **options):
+    """The reference path on ordinary parameters (gradients assigned) and flattened parameters trained through
+    ``zero_grad()`` (set_to_none=True) and ``backward()``, with ``hook(k, params, opt)`` before step k in both
+    (it may return a new optimizer). Returns ``(reference, flat run, the flat run's executions and plans)``."""
+    runs = []
+    for flattened in (False, True):
+        params = [torch.nn.Parameter(x.clone()) for x in init]
+        if flattened:
+            dt.flatten_parameters(params)
+        opt = getattr(dt, name)(groups(params) if groups else params, **kwargs, **(options if flattened else {"flat": False}))
+        seen = []
+        for k, g in enumerate(grads):
+            if flattened:
+                opt.zero_grad()
+                for p in params:  # also those no param group holds yet (add_param_group)
+                    p.grad = None
+                sum((p * gi).sum() for p, gi in zip(params, g) if gi is not None).backward()
+            else:
+                for p, gi in zip(params, g):
+                    p.grad = None if gi is None else gi.clone()
+            opt = hook(k, params, opt) or opt
+            opt.step()
+            seen.append((opt.execution, getattr(opt, "_flat", None)))
+        runs.append(((params, opt), seen))
+    (ref, _), (got, seen) = runs
+    return ref, got, seen
+
+
+def rebuilt(seen):
+    """The steps (from the third on) after which the flat plan is another object than the step before."""
+    return [k for k in range(2, len(seen)) if seen[k][1] is not seen[k - 1][1]]
+
+
+def test_the_steady_state_skips_the_full_check(monkeypatch):
+    """Once armed, a flat-parameter plan is confirmed by its snapshot: plan_key and FlatPlan.current are not
+    called again while nothing changes (zero_grad(set_to_none=True) and backward() included)."""
+    from dynopt._backends import torch_optim
+
+    calls = []
+    full_key = torch_optim.plan_key
+    monkeypatch.setattr(torch_optim, "plan_key", lambda *a: calls.append(1) or full_key(*a))
+    init, grads = problem(LAYOUT, steps=6)
+    ref, got, seen = both("Momentum", {"lr": 1e-2, "momentum": 0.9}, init, grads, lambda k, params, opt: None)
+    assert len(calls) == 2 and got[1]._flat.snapshot is not None  # step 0: no state yet, step 1: built; 2-5 held
+    assert rebuilt(seen) == [] and all(e.direct == len(LAYOUT) for e, _ in seen[1:])
+    assert_same(ref, got)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_gradient_set_to_none_or_replaced_rebuilds(path):
+    """After backward: a gradient set to None (that parameter is not stepped; back, it has taken fewer steps, so it
+    is a bucket of its own, still in place and still checked by the snapshot), then a one-element gradient
+    replaced by an equal copy (compared as an object, not a value: the plan is rebuilt and steps the copy)."""
+    layout = [(7, 3), (1,), (5,), (2, 2)]
+    init, grads = problem(layout, steps=10)
+
+    def hook(k, params, opt):
+        if k == 3:
+            params[2].grad = None
+        if k == 6:
+            params[1].grad = params[1].grad.clone()
+
+    ref, got, seen = both("Momentum", {"lr": 1e-2, "momentum": 0.9}, init, grads, hook, **PATHS[path])
+    assert rebuilt(seen) == [3, 4, 6, 7]  # 7: zero_grad() and backward() gave parameter 1 its flat view back
+    assert [e.direct for e, _ in seen[1:]] == [4, 4, 3, 4, 4, 1, 4, 4, 4]  # 6: only parameter 2 (a bucket of its own)
+    assert seen[5][1].snapshot is not None and seen[9][1].snapshot is not None
+    assert_same(ref, got)
+
+
+def test_param_group_changes_rebuild_only_when_the_plan_depends_on_them():
+    """An lr change (a value) keeps the plan; momentum set to a literal 0 (the traced structure), fused switched on
+    and a parameter list reordered in place (the run breaks: gathered) each rebuild it."""
+    init, grads = problem(LAYOUT, steps=8)
+
+    def hook(k, params, opt):
+        group = opt.param_groups[0]
+        if k == 2:
+            group["lr"] = 3e-3
+        if k == 3:
+            group["momentum"] = 0.0
+        if k == 4 and opt.defaults["flat"]:
+            group["fused"] = True
+        if k == 6:
+            group["params"][0], group["params"][1] = group["params"][1], group["params"][0]
+
+    ref, got, seen = both("Momentum", {"lr": 1e-2, "momentum": 0.9}, init, grads, hook)
+    assert rebuilt(seen) == [3, 4, 6]
+    assert [e.path for e, _ in seen[2:]] == ["flat", "flat", "fused", "fused", "fused", "fused"]
+    assert seen[6][0].direct == len(LAYOUT) - 2 and "gathered" in seen[6][0].reason
+    assert_same(ref, got)
+
+
+def test_lr_scheduler_load_state_dict_and_add_param_group():
+    """A scheduler changing lr every step keeps the plan; load_state_dict and add_param_group rebuild it."""
+    init, grads = problem(LAYOUT, steps=9)
+    saved, schedulers = {}, {}
+
+    def groups(params):
+        return params[:3]
+
+    def hook(k, params, opt):
+        key = id(opt)
+        if k == 0:
+            schedulers[key] = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.8 ** i)
+        elif k <= 6:
+            schedulers[key].step()
+        if k == 2:
+            saved[key] = copy.deepcopy(opt.state_dict())
+        if k == 4:
+            opt.load_state_dict(saved[key])
+        if k == 6:
+            opt.add_param_group({"params": params[3:], "lr": 3e-3})
+
+    ref, got, seen = both("Adam", {"lr": 1e-2}, init, grads, hook, groups=groups)
+    assert rebuilt(seen) == [4, 6, 7]  # 6: add_param_group, whose first step of the new group is the reference path
+    assert [e.path for e, _ in seen] == ["reference", "flat", "flat", "flat", "flat", "flat", "reference", "flat", "flat"]
+    assert seen[-1][0].direct == len(LAYOUT)
+    assert_same(ref, got)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_replaced_state_entry_rebuilds(path):
+    """A state entry replaced by hand (a buffer, a step counter) is what the optimizer steps from then on."""
+    init, grads = problem(LAYOUT, steps=6)
+
+    def hook(k, params, opt):
+        if k == 3:
+            opt.state[params[0]]["momentum_buffer"] = opt.state[params[0]]["momentum_buffer"].clone()
+            opt.state[params[2]]["step"] = opt.state[params[2]]["step"].clone()
+
+    ref, got, seen = both("Momentum", {"lr": 1e-2, "momentum": 0.9}, init, grads, hook, **PATHS[path])
+    assert rebuilt(seen) == [3]
+    assert all(e.direct == len(LAYOUT) for e, _ in seen[1:])
+    assert_same(ref, got)
+    assert float(got[1].state[got[0][2]]["step"]) == len(grads)
+
+
+def test_reflattening_rebuilds():
+    """Releasing the parameters (FlatParameters.remove) changes the generation: rebuilt. They are still next to
+    each other in memory (stepped in place), until zero_grad() and backward() give them fresh gradients."""
+    init, grads = problem(LAYOUT, steps=5)
+    handles = []
+
+    def hook(k, params, opt):
+        if k == 0 and params[0].grad.untyped_storage().data_ptr() == params[1].grad.untyped_storage().data_ptr():
+            handles.append(torch_flat.torch_flat_params.home_of(params[0]).handle)
+        if k == 3 and handles:
+            handles[0].remove()
+
+    ref, got, seen = both("Momentum", {"lr": 1e-2, "momentum": 0.9}, init, grads, hook)
+    assert rebuilt(seen) == [3, 4] and len(handles) == 1
+    assert seen[3][0].direct == len(LAYOUT) and seen[4][0].direct == 1  # 1: the 300 x 300 one, a bucket of its own
+    assert_same(ref, got)

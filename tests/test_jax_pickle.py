@@ -64,8 +64,9 @@ OPTAX_OPTIONS = {"sgd": {"momentum": 0.9}, "rmsprop": {"momentum": 0.5, "centere
 def optimizers():
     # the specs themselves (torch's names: OPTIONS), and dynopt.jax's optax views (Adam's adam and amsgrad, ...)
     zoo = {spec.name: (dynopt.jax.from_spec(spec), OPTIONS.get(spec.name, {})) for spec in ZOO}
-    views = {f"optax.{view.name}": (getattr(dynopt.jax, view.name), OPTAX_OPTIONS.get(view.name, {}))
-             for spec in ZOO for view in spec.optax}
+    views = {".".join(("optax", view.namespace, view.name) if view.namespace else ("optax", view.name)):
+             (getattr(getattr(dynopt.jax, view.namespace) if view.namespace else dynopt.jax, view.name),
+              OPTAX_OPTIONS.get(view.name, {})) for spec in ZOO for view in spec.optax}  # optax.contrib.muon too
     return {**zoo, **views, **USER}
 
 

@@ -133,6 +133,8 @@ SCALING["Lars"] = [
     ("nesterov", lambda h: {"lr": h * h, "momentum": 1 - GAMMA * h, "trust_coefficient": 0.5, "nesterov": True}, None),
     ("no-momentum", lambda h: {"lr": h, "momentum": 0.0, "weight_decay": 0.1, "trust_coefficient": 1.0, "eps": 0.1}, None),
 ]
+# the drift of its SDE (the noise off; tests/test_optax_noisy_muon.py tests the noise's statistics)
+SCALING["NoisySGD"] = [("noise-free", lambda h: {"lr": h, "eta": 0.0, "gamma": 0.55}, None)]
 HORIZON = {"SignSGD": 0.5, "Signum": 0.5, "Lion": 0.5}  # before the first switching surface (see above)
 # Between sign changes these steps are exact: θ moves by a constant −lr·sign per step, as the flow does (Signum's
 # average m errs at O(h) but only its sign enters θ). Their errors are the reference solver's, not O(h).
@@ -144,6 +146,10 @@ NOT_MEASURED = {
             "rounding boundaries, so the iterates have an error floor of bfloat16's 2⁻⁸ relative, not an order in h; "
             "the flow itself, a polar factor (a matrix sign), is non-smooth where a singular value vanishes; and it "
             "takes matrices only, where this test's problem is a vector",
+    "Adafactor": "its field depends on h itself through the step clock n = τ/h (the moments relax at the rate n^c/h, "
+                 "c = beta2_decay, and the relative step is min(lr, 1/√n)): the iterates follow a different "
+                 "non-autonomous flow for every h, so there is no fixed flow to converge to as h → 0 at a fixed c; "
+                 "and its field is non-smooth (maxima, the update clipping)",
 }
 CASES = [pytest.param(spec, *case, id=f"{spec.name}-{case[0]}" if case[0] else spec.name)
          for spec in dynopt.REGISTRY.values() if spec.name not in NOT_MEASURED

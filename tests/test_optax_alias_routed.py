@@ -62,7 +62,8 @@ def test_optax_alias_tests_pass_with_dynopt_jax(tmp_path):
     theirs, ours = (outcomes(tmp_path / f"{name}.xml") for name in ("optax", "dynopt"))
     assert set(ours) == set(theirs), "the two runs collected different tests"
     passed = [name for name, kind in theirs.items() if kind == "passed"]
-    # 14 configurations of the 12 shared names: 274 tests (260 pass with optax 0.2.8), 176 of them in the quick run
+    # 14 configurations of the 12 first shared names: 274 tests (260 pass with optax 0.2.8), 176 of them in the quick
+    # run; noisy_sgd's configuration adds its own (its complex cases are skipped by optax's tests)
     assert len(passed) >= (250 if os.environ.get("DYNOPT_ALIAS_FULL") == "1" else 160), (len(passed), logs[False][-2000:])
     broken = sorted(name for name in passed if ours[name] != "passed")
     assert not broken, f"{len(broken)} tests pass with optax and not with dynopt.jax: {broken[:20]}\n{logs[True][-4000:]}"

@@ -63,9 +63,9 @@ def optax_reference(name: str, hp: dict):
 
 
 SPECS = sorted(dynopt.REGISTRY.values(), key=lambda s: s.name)
-TORCH_REFERENCED = ["Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "ASGD", "Muon", "NAdam", "RAdam", "RMSprop", "Rprop",
+TORCH_REFERENCED = ["Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "AdamW", "ASGD", "Muon", "NAdam", "RAdam", "RMSprop", "Rprop",
                     "SGD"]
-ALWAYS_DECOUPLED = ["Muon"]  # torch.optim.Muon's decay is θ(1 − lr·λ), with no flag
+ALWAYS_DECOUPLED = ["Muon", "Adafactor"]  # torch.optim.Muon's and Adafactor's decay is θ(1 − lr·λ), with no flag
 TORCH_VIEWS = ["Momentum", "Nesterov"]  # torch.optim.SGD(momentum=μ[, nesterov=True])
 OPTAX_REFERENCED = ["Adadelta", "Adam", "Adamax", "AdamW", "Momentum", "Nesterov", "RMSprop", "SGD"]  # optax has the same rule
 PARAMS = [pytest.param(spec, seed, id=f"{spec.name}-{seed}") for spec in SPECS for seed in SEEDS]
@@ -97,9 +97,12 @@ def assert_close(mine, ref, tol, what):
 
 def assert_state_close(mine, ref, tol, what):
     """A state variable relative to its scale over the whole tree: an average of ± gradients can be
-    near zero in one leaf while its rounding is set by the gradients' size (e.g. RMSprop's grad_avg)."""
-    scale = max(float(np.max(np.abs(b), initial=0.0)) for b in ref)
-    worst = max(float(np.max(np.abs(np.asarray(a) - b), initial=0.0)) for a, b in zip(mine, ref)) / (scale or 1.0)
+    near zero in one leaf while its rounding is set by the gradients' size (e.g. RMSprop's grad_avg). A leaf that does
+    not hold the variable (None: Adafactor's factors of a vector) must be None in both."""
+    assert [a is None for a in mine] == [b is None for b in ref], f"{what}: held by other leaves"
+    mine, ref = [a for a in mine if a is not None], [b for b in ref if b is not None]
+    scale = max((float(np.max(np.abs(b), initial=0.0)) for b in ref), default=0.0)
+    worst = max((float(np.max(np.abs(np.asarray(a) - b), initial=0.0)) for a, b in zip(mine, ref)), default=0.0) / (scale or 1.0)
     assert worst <= tol, f"{what}: max difference {worst:.3g} of the state's scale > {tol:g}"
 
 

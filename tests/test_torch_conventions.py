@@ -25,7 +25,7 @@ REFERENCES = {  # dynopt name -> the torch.optim optimizer with the same numbers
     "RMSprop": lambda ps, **kw: torch.optim.RMSprop(ps, **kw),
     "Adam": lambda ps, **kw: torch.optim.Adam(ps, **kw),
     **{name: (lambda ps, name=name, **kw: getattr(torch.optim, name)(ps, **kw))
-       for name in ("AdamW", "RAdam", "Adamax", "Adagrad", "Adadelta", "Rprop")},
+       for name in ("AdamW", "RAdam", "Adamax", "Adagrad", "Adadelta", "Rprop", "Adafactor")},
     **{name: (lambda ps, name=name, **kw: torch_class(name)(ps, **kw)) for name in ("NAdam", "ASGD")},  # float64 scalars
 }
 CONFIGS = {  # every registered optimizer, with options that exercise its state
@@ -56,6 +56,8 @@ CONFIGS = {  # every registered optimizer, with options that exercise its state
     "Yogi": {"b1": 0.8, "b2": 0.99},
     "Lamb": {"b1": 0.8, "b2": 0.99, "weight_decay": 0.01},
     "Lars": {"weight_decay": 0.01, "trust_coefficient": 0.1, "momentum": 0.8},
+    "Adafactor": {"beta2_decay": -0.6, "d": 1.2, "weight_decay": 0.01},
+    "NoisySGD": {"eta": 0.01},
 }
 ZOO = {name: (getattr(dynopt.torch, name), REFERENCES.get(name), kw) for name, kw in CONFIGS.items()}
 NAMES = sorted(ZOO)
@@ -68,7 +70,10 @@ REFERENCED = sorted(REFERENCES)
 MATRICES_ONLY = {"Muon"}
 # Optimizers whose step reduces inside each parameter (a per-tensor trust ratio or a matrix iteration): one op per
 # parameter for that reduction, on the reference path (tests/test_torch_paths.py says so)
-PER_TENSOR = {"Lamb", "Lars"}
+PER_TENSOR = {"Lamb", "Lars", "Adafactor"}
+# Optimizers that draw noise: one torch.Generator per parameter (its stream is that parameter's state, so a checkpoint
+# resumes it), hence one draw per parameter on the reference path (dynopt/optimizers/noisy_sgd.py)
+PER_TENSOR_DRAWS = {"NoisySGD"}
 
 
 def test_every_registered_spec_has_a_torch_class_and_a_config():
@@ -157,6 +162,7 @@ EXPECTED_STATE = {
     "Rprop": {"step", "prev", "step_size"},
     "NAdam": {"step", "mu_product", "exp_avg", "exp_avg_sq"},
     "ASGD": {"step", "eta", "mu", "ax"},
+    "Adafactor": {"step", "row_var", "col_var", "variance"},  # the factors for matrices, variance for vectors
 }
 
 
@@ -166,17 +172,22 @@ def test_state_uses_torch_names(name):
     net, data = model()
     opt = mine_cls(net.parameters(), lr=0.01, **kw)
     train(net, data, opt, 3)
-    hp = mine_cls.spec.namespace(opt.defaults)
-    declared = {"step", *mine_cls.spec.state(hp), *mine_cls.spec.scalars(hp)}
+    spec = mine_cls.spec
+    hp = spec.namespace(opt.defaults)
+    declared = {"step", *spec.state(hp), *spec.scalars(hp)} | ({"rng_key"} if spec.random_seed else set())  # noise
+    held = {}  # what each parameter holds: all of it, but for a variable some shapes lack (Spec.state_shape)
     for p in net.parameters():
-        assert set(opt.state[p]) == declared
+        held[p] = {n for n in declared if n not in spec.state(hp) or spec.holds(n, p.shape)}
+        assert set(opt.state[p]) == held[p]
         assert opt.state[p]["step"].dim() == 0 and float(opt.state[p]["step"]) == 3
+    assert set().union(*held.values()) == declared
     if ref is not None:
         assert declared == EXPECTED_STATE[name]
         net2, data2 = model()
         ref_opt = ref(net2.parameters(), lr=0.01, **kw)
         train(net2, data2, ref_opt, 3)
-        assert set(ref_opt.state[next(net2.parameters())]) - {"step"} <= declared
+        for p, q in zip(net.parameters(), net2.parameters()):
+            assert set(ref_opt.state[q]) - {"step"} <= held[p]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -349,9 +360,10 @@ def test_step_is_multi_tensor(name):
             opt.step()
         counts.append(sum(counter.ops.values()))
         assert any(op.startswith("aten._foreach") for op in counter.ops)
-    if name in PER_TENSOR:  # affine in the number of parameters: n → 10n adds 9× the per-parameter part
+    if name in PER_TENSOR | PER_TENSOR_DRAWS:  # affine in the number of parameters: n → 10n adds 9× the per-parameter part
         per_parameter = (counts[1] - counts[0]) / 27
-        assert per_parameter == int(per_parameter) and 0 < per_parameter <= 4, counts  # measured: 2 (a norm, a div)
+        # measured: 2 (a norm and a div; a draw and its scaling)
+        assert per_parameter == int(per_parameter) and 0 < per_parameter <= 4, counts
     else:
         assert counts[0] == counts[1]
 
@@ -420,4 +432,5 @@ def test_bfloat16_runs_and_keeps_dtypes(name):
     for p in net.parameters():
         assert p.dtype == torch.bfloat16
         scalars = ("step", *mine_cls.spec.scalars(mine_cls.spec.namespace(opt.defaults)))  # 0-dim: at least float32
-        assert all(v.dtype == torch.bfloat16 for k, v in opt.state[p].items() if v.dim() > 0 or k not in scalars)
+        assert all(v.dtype == torch.bfloat16 for k, v in opt.state[p].items()
+                   if (v.dim() > 0 or k not in scalars) and k != "rng_key")  # rng_key: a torch.Generator's bytes

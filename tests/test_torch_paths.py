@@ -81,8 +81,10 @@ def test_every_path_equals_the_reference_on_the_zoo(name, kwargs, path):
         init, grads = problem(layout)
         ref = run(name, kwargs, init, grads, flat=False)
         got = run(name, kwargs, init, grads, **PATHS[path])
-        # a spec that reduces inside a parameter (LAMB's and LARS's trust ratios) always takes the reference path
-        assert got[1]._flat is not None or getattr(got[1], "_needs_leaves", False), \
+        # a spec that reduces inside a parameter (LAMB's and LARS's trust ratios) always takes the reference path, and
+        # so does one that draws random numbers (NoisySGD: one torch.Generator per parameter), saying why
+        assert (got[1]._flat is not None or getattr(got[1], "_needs_leaves", False)
+                or got[1].execution.reason == "the spec draws random numbers"), \
             f"{name} {layout}: the {path} path was not taken"
         assert_same(ref, got)
 
@@ -292,3 +294,103 @@ def test_a_compile_failure_raises_before_anything_changes(monkeypatch):
     for key, entry in before[1]["state"].items():
         for name, value in entry.items():
             assert torch.equal(after[key][name], value), name
+
+
+# ------------------------------------------------------------------------------ the default path's eager graph executor
+# (dynopt/_backends/torch_eager_graph.py): the traced update, run as composite ATen kernels on the flat buckets
+
+
+def _bucket_kernels(opt, params, grads, numel):
+    """ATen kernels of one step that read or write a tensor of ``numel`` elements (views excluded), by name."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = []
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            tensors = [x for x in (*torch.utils._pytree.tree_leaves((args, kwargs)), out) if isinstance(x, torch.Tensor)]
+            if not func.is_view and any(x.numel() == numel for x in tensors):
+                seen.append(func.__name__)
+            return out
+
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    with Count():
+        opt.step()
+    return seen
+
+
+# torch.optim's foreach step on one tensor: SGD add_; momentum mul_, add_, add_; Nesterov mul_, add_, add, add_;
+# RMSprop mul_, addcmul_, sqrt, add_, addcdiv_; Adam lerp_, mul_, addcmul_, sqrt, div_, add_, addcdiv_; AdamW mul_ + Adam's
+FOREACH_PASSES = {"SGD": 1, "Momentum": 3, "Nesterov": 4, "RMSprop": 5, "Adam": 7, "AdamW": 8}
+
+
+@pytest.mark.parametrize("name", FOREACH_PASSES)
+def test_the_default_path_makes_no_more_passes_than_torch_foreach(name):
+    """One parameter stepped in place: the eager program reads and writes the bucket in at most as many
+    kernels as torch.optim's foreach step (the per-op path: 4-13), allocates nothing bucket-sized, and
+    equals the reference path."""
+    init, grads = problem([(400, 300)], steps=4)
+    ref = run(name, {"lr": 1e-2}, init, grads, flat=False)
+    got = run(name, {"lr": 1e-2}, init, grads[:-1])
+    params, opt = got
+    assert opt.execution.path == "flat" and opt.execution.reason == ""
+    (bucket,) = opt._flat.buckets()
+    program = bucket.program[1]
+    assert not isinstance(program, str), program
+    kernels = _bucket_kernels(opt, params, grads[-1], 400 * 300)
+    assert len(kernels) <= FOREACH_PASSES[name], kernels
+    assert not any(k.startswith(("empty", "new_", "clone", "zeros", "ones")) for k in kernels), kernels
+    assert_same(ref, got)
+
+
+def _hazards_spec():
+    """A hand-written update whose values alias in every way the executor must respect: a state that takes
+    another's old value (a ← b), a new value that reads an old one after it is overwritten (b ← a/2 + lr·g²,
+    the step reads the old a), a state that takes the gradient (c ← g), the parameter inside a product of
+    the step, a non-linear op (sign, sqrt) and constants."""
+    import dataclasses
+
+    from dynopt.optimizers.signum import signum
+    from dynopt.tree import ZERO
+
+    def update(o, hp, t, grad, param, state):
+        a, b, c = state.a, state.b, state.c
+        new_b = a * 0.5 + grad * grad * hp.lr
+        delta = -hp.lr * (grad * param) / (o.sqrt(new_b) + 1.0) + a * 0.1 - o.sign(c) * 1e-3 + 1e-4
+        return delta, {"a": b, "b": new_b, "c": grad}
+
+    def scattered(o, hp, t, grad, param, state):  # the step is an old state, scattered after that state is rewritten
+        return -hp.lr * state.a, {"a": state.a * 0.5 + grad, "b": grad * 2.0 + state.z * 0.5, "z": ZERO}
+
+    return (dataclasses.replace(signum, name="Hazards", update=update, statement=None, state=lambda hp: ("a", "b", "c"),
+                                needs_params=lambda hp: True, optax=()),
+            dataclasses.replace(signum, name="Hazards2", update=scattered, statement=None,
+                                state=lambda hp: ("a", "b", "z"), needs_params=lambda hp: False, optax=(),
+                                initial_state=lambda o, hp, param: {n: o.zeros_like(param) + 0.5 for n in "abz"}))
+
+
+@pytest.mark.parametrize("which", [0, 1])
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["gathered", "one tensor", "own bucket"])
+def test_the_eager_program_respects_aliasing_in_a_user_spec(layout, which):
+    cls = dt.from_spec(_hazards_spec()[which])
+    init, grads = problem(layout)
+    runs = []
+    for options in ({"flat": False}, {}):
+        params = [torch.nn.Parameter(x.clone()) for x in init]
+        opt = cls(params, lr=1e-2, **options)
+        for g in grads:
+            for p, gi in zip(params, g):
+                p.grad = gi.clone()
+            opt.step()
+        runs.append((params, opt))
+    assert all(not isinstance(b.program[1], str) for b in runs[1][1]._flat.buckets())
+    assert_same(*runs)
+
+
+def test_what_the_eager_program_does_not_model_runs_per_op_and_says_why():
+    init, grads = problem([(6, 5), (4,)], dtype=torch.bfloat16, steps=3)
+    _, opt = run("Adam", {"lr": 1e-2}, init, grads)
+    assert opt.execution.path == "flat"
+    assert opt.execution.reason.startswith("eager graph executor not used: not modelled: torch.bfloat16")

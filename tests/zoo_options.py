@@ -30,6 +30,7 @@ STATEFUL = {  # options that give each optimizer a non-trivial state (global sca
     "NAdam": {"betas": (0.8, 0.99), "momentum_decay": 0.01, "weight_decay": 0.01},
     "ASGD": {"lambd": 0.01, "t0": 3, "weight_decay": 0.01},
     "Muon": {"momentum": 0.9, "weight_decay": 0.05, "adjust_lr_fn": "match_rms_adamw"},
+    "Adafactor": {"beta2_decay": -0.6, "eps": (None, 1e-2), "d": 1.2, "weight_decay": 0.05},
     "SignSGD": {},
     "Signum": {"beta": 0.8},
     "Lion": {"b1": 0.8, "b2": 0.99, "weight_decay": 0.1},
@@ -37,6 +38,7 @@ STATEFUL = {  # options that give each optimizer a non-trivial state (global sca
     "Yogi": {"b1": 0.8, "b2": 0.99},
     "Lamb": {"b1": 0.8, "b2": 0.99, "weight_decay": 0.01},
     "Lars": {"weight_decay": 0.01, "trust_coefficient": 0.1, "momentum": 0.8},
+    "NoisySGD": {"eta": 0.1, "gamma": 0.3, "key": 3},  # within one backend the draws repeat exactly
 }
 
 
@@ -70,7 +72,14 @@ def run(step, params, state, begin, end):
     return params, state
 
 
+def key_data(x):
+    """A PRNG key leaf (NoisySGD's ``rng_key``, as optax keeps it) as its uint32 data, which NumPy can compare; any
+    other leaf as it is."""
+    dtype = getattr(x, "dtype", None)
+    return jax.random.key_data(x) if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) else x
+
+
 def assert_bit_identical(a, b):
     assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    for x, y in zip(map(key_data, jax.tree.leaves(a)), map(key_data, jax.tree.leaves(b))):
         assert np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(np.asarray(x), np.asarray(y))

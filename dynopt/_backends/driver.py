@@ -29,7 +29,21 @@ from typing import Any, Callable, NamedTuple
 from ..spec import LR, Spec
 from ..tree import ZERO, Tree, TreeMath, settle
 
-__all__ = ["Step", "hyperparameters", "reductions", "step", "finish", "scalar_fallback"]
+__all__ = ["Step", "hyperparameters", "reductions", "step", "finish", "scalar_fallback", "present", "align"]
+
+
+def present(values: list) -> list:
+    """The entries of a stored state variable that exist: optax and NumPy store None for a parameter that does not
+    hold the variable (``Spec.state_shape``); the spec sees the tree of the others."""
+    return values if all(v is not None for v in values) else [v for v in values if v is not None]
+
+
+def align(holds: list, leaves: list) -> list:
+    """``leaves`` (one per True of ``holds``) back in their places, None where ``holds`` is False."""
+    if all(holds):
+        return list(leaves)
+    it = iter(leaves)
+    return [next(it) if held else None for held in holds]
 
 
 class Step(NamedTuple):

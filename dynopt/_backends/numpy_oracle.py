@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from ..spec import LR, Spec, scalar_value
+from ..statement import RANDOM
 from ..tree import ZERO, ArrayLeafOps, FiniteSumArrayOps, TreeMath
 from . import driver
 from .common import bind, signature
@@ -43,7 +44,10 @@ class NumpyOptimizer:
         lr = self.hyper[LR]  # a schedule's value at count 0 for a state that starts from the learning rate
         hp = self.spec.namespace({**self.hyper, LR: scalar_value(lr(0), "lr")}) if callable(lr) else self.hp
         initial = self.spec.initial(MATH, hp, MATH.tree(params))
-        values = {f: initial[f].leaves for f in self.fields}
+        # None for a parameter that does not hold a variable (Spec.state_shape)
+        values = {f: driver.align([self.spec.holds(f, p.shape) for p in params], initial[f].leaves) for f in self.fields}
+        if self.spec.random_seed is not None:  # a PCG64 state (a dict), drawn from by the step and replaced
+            values[RANDOM] = MATH.ops.stream(self.spec.random_seed(self.hp), params)
         return OracleState(0, {**values, **{n: np.float64(v) for n, v in self.spec.scalars(self.hp).items()}})
 
     def update(self, grads, state: OracleState, params, grad_fn=None):
@@ -53,7 +57,9 @@ class NumpyOptimizer:
         params = [np.asarray(p, dtype=np.float64) for p in params]
         hp = driver.hyperparameters(self.spec, self.hyper, state.count, lambda lr: scalar_value(lr, "lr"))
         scalars = self.spec.scalars(hp)
-        current = SimpleNamespace(**{f: MATH.tree(state.values[f]) for f in self.fields}, **{n: state.values[n] for n in scalars})
+        streams = (RANDOM,) if self.spec.random_seed is not None else ()
+        current = SimpleNamespace(**{f: MATH.tree(driver.present(state.values[f])) for f in self.fields},
+                                  **{n: state.values[n] for n in (*scalars, *streams)})
         grad_tree, param_tree = MATH.tree(grads), MATH.tree(params)
         totals = driver.reductions(self.spec, REDUCTIONS, hp, grad_tree, param_tree, current)
         tree_grad_fn = None if grad_fn is None else (
@@ -62,8 +68,11 @@ class NumpyOptimizer:
                              grad_fn=tree_grad_fn)
         new = result.state
         updates = [np.zeros_like(g) for g in grads] if result.delta is ZERO else result.delta.leaves
-        values = {f: [np.zeros_like(g) for g in grads] if new[f] is ZERO else new[f].leaves for f in self.fields}
+        values = {f: driver.align([v is not None for v in state.values[f]],
+                                  [np.zeros_like(v) for v in getattr(current, f).leaves] if new[f] is ZERO else new[f].leaves)
+                  for f in self.fields}
         values.update({n: np.float64(new[n]) for n in scalars})
+        values.update({n: new[n] for n in streams})
         return updates, OracleState(state.count + 1, values)
 
     def time_step(self) -> float:

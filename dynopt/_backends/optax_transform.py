@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import optax
 
 from ..spec import LR, Hyper, OptaxView, Spec, scalar_value
+from ..statement import RANDOM
 from ..tree import ZERO, ArrayLeafOps, FiniteSumArrayOps, TreeMath
 from . import driver
 from .common import bind, caller_module, signature
@@ -144,20 +145,26 @@ def from_view(view: OptaxView, module: str | None = None) -> Callable[..., optax
 
     def prepare(arguments: dict) -> tuple[dict, dict, dict]:
         view.validate(arguments, _is_concrete)
-        dtypes = {field: arguments.pop(arg) for arg, field in view.dtypes}
+        dtypes = {field: arguments[arg] for arg, field in view.dtypes}  # one argument may type several variables
+        for arg in {arg for arg, _ in view.dtypes}:
+            del arguments[arg]
         masks = {hyper: arguments.pop(arg) for arg, hyper in view.masks}
         return view.hyperparameters(arguments), dtypes, masks
 
-    return _factory(spec, view.name, sig, prepare, module or caller_module(), view.spec.doc)
+    return _factory(spec, view.name, sig, prepare, module or caller_module(), view.spec.doc, view.leafwise)
 
 
-def factories(spec: Spec, module: str | None = None) -> dict[str, Callable[..., optax.GradientTransformationExtraArgs]]:
+def factories(spec: Spec, module: str | None = None, namespace: str = "") -> dict[str, Callable[..., optax.GradientTransformationExtraArgs]]:
     """The factories ``dynopt.jax`` exports for ``spec``: one per optax view (:class:`dynopt.spec.OptaxView`) when
-    the spec has views, else ``{spec.jax_name: from_spec(spec)}``."""
+    the spec has views, else ``{spec.jax_name: from_spec(spec)}``. ``namespace``: the views of that optax namespace
+    only (``"contrib"``: ``dynopt.jax.contrib``'s; then no factory of the spec's own)."""
     module = module or caller_module()
-    if not spec.optax:
+    views = [view for view in spec.optax if view.namespace == namespace]
+    if namespace:
+        return {view.name: from_view(view, f"{module}.{namespace}") for view in views}
+    if not views:
         return {spec.jax_name: from_spec(spec, module=module)}
-    return {view.name: from_view(view, module) for view in spec.optax}
+    return {view.name: from_view(view, module) for view in views}
 
 
 def _cast(leaf: Any, dtype: Any) -> Any:
@@ -170,8 +177,18 @@ def _cast(leaf: Any, dtype: Any) -> Any:
     return jnp.asarray(leaf, dtype)
 
 
+def _per_leaf(value: Any, tree: Any, treedef: Any, is_value: Callable[[Any], bool]) -> tuple:
+    """One value per leaf of ``tree`` from ``value``: a pytree (a prefix of ``tree``) whose values (``is_value``, or
+    None) apply to every leaf beneath them, or a callable ``tree -> such a pytree`` (optax's convention, as for
+    masks: called with the params at init and with the updates at a step, only their shapes matter)."""
+    values = value(tree) if callable(value) else value
+    broadcast = jax.tree.map(lambda v, sub: jax.tree.map(lambda _: v, sub), values, tree,
+                             is_leaf=lambda x: x is None or is_value(x))
+    return tuple(treedef.flatten_up_to(broadcast))
+
+
 def _factory(spec: Spec, name: str, sig: inspect.Signature, prepare: Callable[[dict], tuple[dict, dict, dict]], module: str,
-             doc: str) -> Callable[..., optax.GradientTransformationExtraArgs]:
+             doc: str, leafwise: tuple = ()) -> Callable[..., optax.GradientTransformationExtraArgs]:
     """The factory: bind the call to ``sig``, ``prepare`` it into (the spec's hyperparameters, dtypes of state
     variables, masks of hyperparameters), and build the transformation."""
 
@@ -187,8 +204,14 @@ def _factory(spec: Spec, name: str, sig: inspect.Signature, prepare: Callable[[d
         static_hp = spec.namespace({LR: learning_rate, **hyper})
         fields = spec.state(static_hp)
         scalars = spec.scalars(static_hp)
-        State = _state_type(spec.name, fields + tuple(scalars), module)
+        streams = () if spec.random_seed is None else (RANDOM,)  # a PRNG key, after the state trees and scalars
+        State = _state_type(spec.name, fields + tuple(scalars) + streams, module)
         needs_params = spec.needs_params(static_hp)
+        # OptaxView.leafwise: a hyperparameter given as a pytree of per-leaf values, resolved to a tuple (None: as is)
+        leafwise_given = [(h, is_value) for h, is_value in leafwise if hyper.get(h) is not None]
+
+        def resolve(tree: Any, treedef: Any) -> dict:
+            return {h: _per_leaf(hyper[h], tree, treedef, is_value) for h, is_value in leafwise_given}
 
         def init_fn(params):
             leaves, treedef = jax.tree.flatten(params)
@@ -198,11 +221,21 @@ def _factory(spec: Spec, name: str, sig: inspect.Signature, prepare: Callable[[d
                 spec.check_params(MATH, static_hp, leaves, lambda i: f"parameter leaf {i}")
             # a schedule's value at count 0 for a state that starts from the learning rate (initial step sizes)
             start = _schedule_value(name, learning_rate(0)) if callable(learning_rate) else learning_rate
-            initial = spec.initial(MATH, spec.namespace({LR: start, **hyper}), MATH.tree(leaves))
-            trees = (treedef.unflatten([_cast(x, dtypes.get(f)) for x in initial[f].leaves]) for f in fields)
+            initial = spec.initial(MATH, spec.namespace({LR: start, **hyper, **resolve(params, treedef)}), MATH.tree(leaves))
+
+            def placed(f: str) -> list:
+                """None for a leaf that does not hold a variable: by ``Spec.state_shape``, or, with a leafwise
+                hyperparameter given, where the initial state (then one leaf per parameter) has None."""
+                values = initial[f].leaves
+                if leafwise_given:
+                    return [None if v is None else _cast(v, dtypes.get(f)) for v in values]
+                return driver.align([spec.holds(f, jnp.shape(x)) for x in leaves], [_cast(x, dtypes.get(f)) for x in values])
+
+            trees = (treedef.unflatten(placed(f)) for f in fields)
             dtype = jnp.result_type(jnp.float32, *leaves) if leaves else jnp.float32
             values = (jnp.asarray(v, dtype) for v in scalars.values())
-            return State(jnp.zeros([], jnp.int32), *trees, *values)
+            keys = (MATH.ops.stream(spec.random_seed(static_hp), leaves) for _ in streams)
+            return State(jnp.zeros([], jnp.int32), *trees, *values, *keys)
 
         def update_fn(updates, state, params=None, grad_fn=None, **extra_args):
             del extra_args
@@ -227,10 +260,14 @@ def _factory(spec: Spec, name: str, sig: inspect.Signature, prepare: Callable[[d
                     flags = treedef.flatten_up_to(mask(params) if callable(mask) else mask)
                     value = getattr(hp, hname)
                     setattr(hp, hname, MATH.tree([value if flag else 0.0 for flag in flags]))
+            for hname, values in resolve(updates, treedef).items():
+                setattr(hp, hname, values)
             tree_grad_fn = None if grad_fn is None else (lambda point: MATH.tree(treedef.flatten_up_to(
                 grad_fn(treedef.unflatten([x.astype(p.dtype) for x, p in zip(point.leaves, leaves)])))))
-            current = SimpleNamespace(**{f: MATH.tree(v) for f, v in old.items()}, **{n: getattr(state, n) for n in scalars})
-            reduced = SimpleNamespace(**{f: REDUCTIONS.tree(v) for f, v in old.items()}, **{n: getattr(state, n) for n in scalars})
+            held = {f: driver.present(v) for f, v in old.items()}  # a leaf that does not hold a variable stores None
+            current = SimpleNamespace(**{f: MATH.tree(v) for f, v in held.items()},
+                                      **{n: getattr(state, n) for n in (*scalars, *streams)})
+            reduced = SimpleNamespace(**{f: REDUCTIONS.tree(v) for f, v in held.items()}, **{n: getattr(state, n) for n in scalars})
             totals = driver.reductions(spec, REDUCTIONS, hp, REDUCTIONS.tree(grads), REDUCTIONS.tree(leaves), reduced)
             if axis_name is not None and totals is not None:  # each device summed its own shard: add up the shards
                 totals = {k: jax.lax.psum(v, axis_name) for k, v in totals.items()}
@@ -242,10 +279,11 @@ def _factory(spec: Spec, name: str, sig: inspect.Signature, prepare: Callable[[d
             step = [jnp.zeros_like(g) for g in grads] if delta is ZERO else [d.astype(g.dtype) for d, g in zip(delta.leaves, grads)]
             new_state = []
             for f in fields:
-                value = [jnp.zeros_like(x) for x in old[f]] if new[f] is ZERO else new[f].leaves
-                new_state.append(treedef.unflatten([v.astype(x.dtype) for v, x in zip(value, old[f])]))
+                value = [jnp.zeros_like(x) for x in held[f]] if new[f] is ZERO else new[f].leaves
+                value = [v.astype(x.dtype) for v, x in zip(value, held[f])]
+                new_state.append(treedef.unflatten(driver.align([x is not None for x in old[f]], value)))
             new_scalars = [jnp.asarray(new[n], getattr(state, n).dtype) for n in scalars]
-            result = State(optax.safe_increment(state.count), *new_state, *new_scalars)
+            result = State(optax.safe_increment(state.count), *new_state, *new_scalars, *(new[n] for n in streams))
             if guard:  # the contract's checked values, in the dtypes they are written in
                 ok = _all_finite(grads + step + jax.tree.leaves(result))
                 step = [jnp.where(ok, s, jnp.zeros_like(s)) for s in step]

@@ -15,7 +15,8 @@ spec on a *flat plan* instead, unless the optimizer was built with ``flat=False`
   parameters of a group whose data, and whose gradients, are consecutive pieces of one buffer each
   (found from the memory alone, ``adjacent_runs``) is a *direct* bucket: it steps views of those
   buffers in place, nothing gathered or scattered. Every step checks that the parameters and
-  gradients are still there (``Bucket.aliased``); the plan is rebuilt when they moved.
+  gradients are still there (``FlatPlan.holds``, C-level passes; ``Bucket.aliased`` in the full
+  check); the plan is rebuilt when they moved.
 * **Reused temporaries** (eager execution). Every intermediate result is written with ``out=`` into
   a buffer of a per-bucket pool that lives across steps; a buffer is free again as soon as the
   tensor handed out for it is garbage. No allocation per step, hence no page faults.
@@ -34,6 +35,9 @@ spec on a *flat plan* instead, unless the optimizer was built with ``flat=False`
 
 The plan is cached and rebuilt when the parameters that have gradients, the param groups, the
 hyperparameters' static structure or the state entries change, and after ``load_state_dict``.
+A plan that steps only flattened parameters in place is confirmed at each step against a snapshot
+(``FlatPlan.arm``/``holds``: list comparisons and ``map`` over the parameters, no Python loop per
+parameter); any difference falls back to the full check (``plan_key``, ``FlatPlan.current``).
 The reference path still runs the first step (it creates the state), steps of groups with
 ``skip_nonfinite=True``, specs that reduce inside a leaf (``o.sum_along``, e.g. a projection onto a simplex),
 sparse or non-contiguous parameters, and ``flat=False``. ``tests/test_torch_paths.py`` proves
@@ -51,7 +55,7 @@ import torch
 
 from ..spec import Spec, is_static_zero
 from ..tree import ZERO, TreeMath, UnreadParamsError, unread
-from . import driver, torch_flat_params
+from . import driver, torch_eager_graph, torch_flat_params
 from .torch_ops import ForeachOps, at_least_float32, is_plain, real_dtype, real_view
 
 __all__ = ["FLAT_MAX_NUMEL", "NeedsLeaves", "FlatPlan", "build_plan"]
@@ -246,6 +250,7 @@ class Bucket:
         self.entries = [(state[p], name, state[p][name]) for p in params for name in ("step", *names, *scalar_names)]
         self.grad_flat = self.param_flat = self.delta_flat = None
         self.kernel = self.reducer = None  # (signature of the hyperparameter inputs, compiled kernel) once fused
+        self.program, self.graph_note = None, ""  # (signature, eager graph Program or why not), default path
         if direct:
             self.addresses = [p.data_ptr() for p in params]  # checked at every step (``aliased``)
             self.grad_addresses = [p.grad.data_ptr() for p in params]
@@ -462,10 +467,12 @@ class FlatPlan(SimpleNamespace):
         work, hypers = [], {}
         for group, buckets in self.groups:
             hp = hyper(group)
-            if group["fused"]:  # the numeric hyperparameters as kernel inputs, once per group
+            if group["fused"] or torch_eager_graph.ENABLED:  # the numeric hyperparameters as kernel inputs, once per group
                 values = hyper_inputs(spec, hp)[0]
                 hypers[id(group)] = values, tuple(map(_signature, values))
-            work += [(group, hp, bucket, *bucket.gather()) for bucket in buckets]
+            work += [(group, hp, bucket, *(bucket.gather() if group["fused"] or spec.reductions is not None
+                                           or torch_eager_graph.reads_grad(bucket) else (bucket.grad_flat, None)))
+                     for bucket in buckets]  # not gathered: a gradient the eager program only scatters
         totals = None
         if spec.reductions is not None:
             totals = {}
@@ -491,6 +498,9 @@ class FlatPlan(SimpleNamespace):
                 if bucket.kernel is None or bucket.kernel[0] != signature:
                     bucket.kernel = signature, compiled_kernel(spec, hp, bucket, inputs, tuple(sorted(totals or {})))
                 prepared.append((group, bucket, bucket.kernel[1], inputs))
+            elif id(group) in hypers and isinstance(program := self._program(spec, hp, bucket, hypers[id(group)], steps,
+                                                                              grad, param, totals), tuple):
+                prepared.append((group, bucket, *program))  # the eager graph executor (torch_eager_graph)
             else:
                 trees = bucket.trees(bucket.math, grad, param)  # (grad, param, state)
                 done = driver.step(spec, bucket.math, hp, bucket.count + 1, *trees, totals=totals)
@@ -505,7 +515,10 @@ class FlatPlan(SimpleNamespace):
             key = (id(group), bucket.count, kernel.family)
             if key not in hoisted:
                 hoisted[key] = kernel.hoisted(payload)
-            scalars.append((bucket, bucket.run_kernel(kernel, payload, hoisted[key])))
+            if isinstance(kernel, torch_eager_graph.Program):
+                scalars.append((bucket, kernel.run(bucket, payload, hoisted[key])))
+            else:
+                scalars.append((bucket, bucket.run_kernel(kernel, payload, hoisted[key])))
         for bucket, new in scalars:
             bucket.commit_scalars(new)
         buckets = [bucket for _, bucket, _, _ in prepared]
@@ -513,6 +526,29 @@ class FlatPlan(SimpleNamespace):
             torch._foreach_add_([bucket.steps for bucket in buckets], 1.0)
         for bucket in buckets:
             bucket.count += 1
+
+    @staticmethod
+    def _program(spec: Spec, hp: SimpleNamespace, bucket: Bucket, hypers: tuple, steps: dict, grad, param,
+                 totals: dict | None) -> tuple | None:
+        """``(program, inputs)`` of the eager graph executor for this bucket, or None: one kernel per tree
+        operation (``bucket.graph_note`` says why)."""
+        values, signature = hypers
+        if bucket.count not in steps:
+            steps[bucket.count] = torch.tensor(float(bucket.count + 1), dtype=torch.float64)
+        inputs = bucket.kernel_inputs(values, steps[bucket.count], grad, param, totals or {})
+        if bucket.program is None or bucket.program[0] != signature:
+            bucket.program = signature, torch_eager_graph.program(spec, hp, bucket, inputs, tuple(sorted(totals or {})))
+        program = bucket.program[1]
+        if isinstance(program, str):
+            bucket.graph_note = program
+            return None
+        bucket.graph_note = ""
+        return program, inputs
+
+    def graph_note(self) -> str:
+        """Why buckets of this plan ran one kernel per tree operation on the default path ("" if none did)."""
+        notes = sorted({b.graph_note for b in self.buckets() if b.graph_note})
+        return f"eager graph executor not used: {'; '.join(notes)}" if notes else ""
 
     def share_scalars(self) -> None:
         """Global scalars are one value: copy the first bucket's new value into every other bucket's
@@ -541,6 +577,67 @@ class FlatPlan(SimpleNamespace):
         return (self.generation == torch_flat_params.generation() and all(b.intact() for b in self.buckets())
                 and not any(p.grad is not None and p.grad.data_ptr() == home.grad_ptr
                             and p.data_ptr() == home.data.data_ptr() for p, home in self.strays))
+
+    def arm(self, spec: Spec, groups: list[dict], hyper: Callable[[dict], SimpleNamespace],
+            options: tuple[str, ...]) -> None:
+        """Take the snapshot ``holds`` compares with, once ``plan_key`` and ``current`` have confirmed the plan.
+
+        Only for a plan of the flat-parameter mode: every bucket steps its parameters in place, a run of
+        flattened parameters (direct) or one flattened parameter, and no flattened parameter is a stray.
+        There every gradient is an object the plan knows (a view of the flat gradient buffer), so whether
+        the plan still holds is a few C-level passes over the parameters instead of ``plan_key``'s and
+        ``current``'s Python-level ones. Other plans keep the full check (``snapshot`` None)."""
+        self.snapshot = None
+        buckets = self.buckets()
+        if not buckets or self.strays or not all(
+                b.direct or (b.single and torch_flat_params.home_of(b.params[0]) is not None) for b in buckets):
+            return
+        per_group = []
+        for g in groups:
+            params = list(g["params"])
+            grads = list(map(_GRAD, params))
+            # a one-element tensor compared with == is a value comparison: such groups compare objects with `is`
+            exact = any(x is not None and x.numel() == 1 for x in params + grads)
+            per_group.append((params, grads, exact, _static_structure(spec, hyper(g)), tuple(g.get(o) for o in options)))
+        stepped = [p for b in buckets for p in b.params]
+        grads = list(map(_GRAD, stepped))
+        entries = [entry for b in buckets for entry in b.entries]
+        states, names, values = (list(column) for column in zip(*entries)) if entries else ([], [], [])
+        self.snapshot = SimpleNamespace(groups=per_group, params=stepped, addresses=list(map(_DATA_PTR, stepped)),
+                                        grads=grads, grad_addresses=list(map(_DATA_PTR, grads)),
+                                        states=states, names=names, values=values)
+
+    def holds(self, spec: Spec, groups: list[dict], hyper: Callable[[dict], SimpleNamespace],
+              options: tuple[str, ...]) -> bool:
+        """What ``plan_key`` and ``current`` check, from the snapshot ``arm`` took; False (the caller then runs
+        the full check) when there is none or anything differs: no parameters flattened or released since
+        (the generation), per group its static structure and options, its parameter list and the
+        gradient object of each parameter (None included), then the data addresses of the stepped
+        parameters and of their gradients (``param.data = ...``, ``grad.data = ...``) and the state entries.
+
+        All of it C-level: ``list == list`` takes an identical item as equal without comparing it, and a
+        different tensor of several elements raises when its ``==`` is taken as a bool (caught: False);
+        groups with a one-element parameter or gradient, whose ``==`` is a value, compare with ``is``."""
+        snapshot = getattr(self, "snapshot", None)
+        if (snapshot is None or self.generation != torch_flat_params.generation()
+                or len(groups) != len(snapshot.groups)):
+            return False
+        try:
+            for g, (params, grads, exact, static, chosen) in zip(groups, snapshot.groups):
+                live = g["params"]
+                if exact:
+                    same = (len(live) == len(params) and all(map(operator.is_, live, params))
+                            and all(map(operator.is_, map(_GRAD, params), grads)))
+                else:
+                    same = live == params and list(map(_GRAD, params)) == grads
+                if not (same and tuple(g.get(o) for o in options) == chosen
+                        and _static_structure(spec, hyper(g)) == static):
+                    return False
+        except (RuntimeError, TypeError, ValueError):  # Tensor == Tensor of several elements, or of other shapes
+            return False
+        return (list(map(_DATA_PTR, snapshot.params)) == snapshot.addresses
+                and list(map(_DATA_PTR, snapshot.grads)) == snapshot.grad_addresses
+                and all(map(operator.is_, map(dict.get, snapshot.states, snapshot.names), snapshot.values)))
 
     def held_bytes(self) -> int:
         return sum(b.held_bytes for b in self.buckets())
@@ -807,19 +904,14 @@ class _Same:
         return isinstance(other, _Same) and other.obj is self.obj
 
 
-def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: list, total_names: tuple[str, ...]) -> Kernel:
-    """The compiled in-place update of ``bucket`` (cached per spec, static structure, dtypes and
-    bucket kind). The first call of a new kernel compiles it on small scratch tensors, so a failure
-    happens before anything is written."""
+def trace_update(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: list,
+                 total_names: tuple[str, ...]) -> tuple[torch.fx.GraphModule, dict[str, Any]]:
+    """The bucket update traced into an ATen graph (see ``Bucket.kernel_inputs`` for its inputs) and the
+    structure of its outputs: ``{"delta": whether the step is not ZERO, "states": per state variable
+    "zero", "same" or "new"}``; the graph returns the step (if any), the new state values, then the new
+    global scalars. Shared by the compiled kernels and the eager graph executor (``torch_eager_graph``)."""
     _, layout = hyper_inputs(spec, hp)
     names, scalar_names = bucket.names, bucket.scalar_names
-    first = bucket.params[0]
-    family = (_Same(spec), _static_structure(spec, hp), first.device.type, bucket.needs_params, names, scalar_names,
-              total_names, tuple(map(_signature, inputs)))
-    key = (*family, bucket.in_place)
-    kernel = _KERNELS.get(key)
-    if kernel is not None:
-        return kernel
     math = TreeMath(FlatOps())
     outputs: dict[str, Any] = {}  # the structure of what the traced function returns, noted while tracing
     counts = (1, int(bucket.needs_params), len(names), len(scalar_names), 1)
@@ -840,7 +932,22 @@ def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: lis
         result += [torch.as_tensor(new[n]).to(s.dtype) for n, s in zip(scalar_names, scalars)]
         return result
 
-    traced = _trace(spec, pure, inputs)
+    return _trace(spec, pure, inputs), outputs
+
+
+def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: list, total_names: tuple[str, ...]) -> Kernel:
+    """The compiled in-place update of ``bucket`` (cached per spec, static structure, dtypes and
+    bucket kind). The first call of a new kernel compiles it on small scratch tensors, so a failure
+    happens before anything is written."""
+    names, scalar_names = bucket.names, bucket.scalar_names
+    first = bucket.params[0]
+    family = (_Same(spec), _static_structure(spec, hp), first.device.type, bucket.needs_params, names, scalar_names,
+              total_names, tuple(map(_signature, inputs)))
+    key = (*family, bucket.in_place)
+    kernel = _KERNELS.get(key)
+    if kernel is not None:
+        return kernel
+    traced, outputs = trace_update(spec, hp, bucket, inputs, total_names)
     prelude, main, positions = split_scalar_prelude(traced)
     single, has_delta, kinds = bucket.in_place, outputs["delta"], outputs["states"]  # single: add to the target in place
 
@@ -868,7 +975,7 @@ def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: lis
     kernel = Kernel(prelude, positions, torch.compile(loop, dynamic=True, fullgraph=True), family)
     example = _scratch_inputs(inputs)
     _compile_now(spec, "update", lambda: kernel(example, _scratch(real_view(first.detach())),
-                                                 example[counts[0] + counts[1]:][:len(names)]))
+                                                 example[1 + int(bucket.needs_params):][:len(names)]))
     _KERNELS[key] = kernel
     return kernel
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..tree import LeafOps
+from ..tree import LeafOps, _axes
 
 __all__ = ["ForeachOps", "FiniteSumOps", "at_least_float32", "is_plain", "unsharded", "real_view", "real_dtype"]
 
@@ -73,7 +73,7 @@ class ForeachOps(LeafOps):
         f = _REDUCE[op]
         out = []
         for x in xs:
-            dims = tuple(range(x.dim())) if axis is None else (axis % max(x.dim(), 1),)
+            dims = tuple(range(x.dim())) if axis is None else tuple(a % max(x.dim(), 1) for a in _axes(axis))
             if op == "norm":  # torch.linalg.vector_norm: a low-precision leaf accumulates in float32
                 out.append(torch.linalg.vector_norm(x, dim=dims, keepdim=True) if dims else x.abs())
                 continue
@@ -111,6 +111,16 @@ class ForeachOps(LeafOps):
     def transpose(self, xs, which=None):
         return [x.mT if which is None or which[i] else x for i, x in enumerate(xs)]
 
+    def permute(self, xs, axes):
+        return [x if a is None else x.permute(*a) for x, a in zip(xs, axes, strict=True)]
+
+    def reshape(self, xs, shapes):
+        return [x if shape is None else x.reshape(shape) for x, shape in zip(xs, shapes, strict=True)]
+
+    def spectral_norm(self, xs):
+        return [x.new_zeros((*x.shape[:-2], 1, 1)) if x.numel() == 0 else torch.linalg.matrix_norm(x, ord=2, keepdim=True)
+                for x in xs]
+
     def cast(self, xs, dtype):
         if isinstance(dtype, str):
             return [x.to(_DTYPES[dtype]) for x in xs]
@@ -118,6 +128,35 @@ class ForeachOps(LeafOps):
 
     def leaf_shape(self, x):
         return tuple(x.shape)
+
+    def normal(self, stream, xs):
+        """One CPU ``torch.Generator`` per leaf (the stream: their states, uint8 tensors, or the same values in another
+        dtype, as ``Optimizer.load_state_dict`` casts state to the parameter's dtype): each leaf drawn by
+        ``torch.randn`` in its dtype on the CPU, then moved to its device (the same numbers on every device); torch's
+        global RNG is never touched."""
+        out, following = [], []
+        for state, x in zip(stream, xs):
+            draw = torch.Generator()
+            draw.set_state(state.detach().to("cpu", torch.uint8))
+            out.append(torch.randn(x.shape, generator=draw, dtype=x.dtype).to(x.device))
+            following.append(draw.get_state())
+        return out, following
+
+    def stream(self, seed, xs):
+        return [generator_state(seed, index) for index in range(len(xs))]
+
+    def leaf_eps(self, x):
+        return torch.finfo(x.dtype).eps
+
+
+def generator_state(seed: int, index: int) -> torch.Tensor:
+    """The state (a uint8 tensor) of a fresh CPU ``torch.Generator`` for leaf ``index`` of a stream seeded by ``seed``:
+    the 64-bit seed of each leaf comes from NumPy's ``SeedSequence([seed, index])``, so that leaves draw independent
+    numbers (not the same ones, as one seed for all would give)."""
+    import numpy as np
+
+    leaf_seed = int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint64)[0])
+    return torch.Generator().manual_seed(leaf_seed).get_state()
 
 
 def is_plain(x: torch.Tensor) -> bool:

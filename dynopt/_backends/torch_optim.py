@@ -43,11 +43,12 @@ from typing import Any, ClassVar, Mapping, NamedTuple
 import torch
 
 from ..spec import LR, REGISTRY, VARIANT_FLAGS, Check, Hyper, Namespace, Spec, one_of
+from ..statement import RANDOM
 from ..tree import ZERO, TreeMath, unread
 from . import driver
 from .common import bind, caller_module, signature
 from .torch_flat import FlatPlan, NeedsLeaves, build_plan, plan_key
-from .torch_ops import FiniteSumOps, ForeachOps, is_plain, real_dtype, real_view, unsharded
+from .torch_ops import FiniteSumOps, ForeachOps, generator_state, is_plain, real_dtype, real_view, unsharded
 
 __all__ = ["from_spec", "SpecOptimizer", "ForeachOps", "GUARD"]
 
@@ -69,6 +70,7 @@ OPTIONS = (  # keyword-only execution options, stored in defaults and param grou
         static=True),
 )
 
+_PLAN_OPTIONS = ("fused",)  # the options whose change rebuilds a flat plan (besides the spec's static hyperparameters)
 _LOG = logging.getLogger("dynopt.torch")  # DEBUG: which path each step took and why a flat plan was rebuilt
 
 MATH = TreeMath(ForeachOps())
@@ -222,7 +224,8 @@ class SpecOptimizer(torch.optim.Optimizer):
         plan = self._flat_plan()  # its buckets hold no sparse gradient
         if plan is not None and self._flat_step(plan, closure):
             self.execution = SimpleNamespace(path="fused" if any(g["fused"] for g in self.param_groups) else "flat",
-                                             reason=plan.note, direct=plan.direct)  # direct: stepped in flat parameters
+                                             reason="; ".join(filter(None, (plan.note, plan.graph_note()))),
+                                             direct=plan.direct)  # direct: stepped in flat parameters
             return loss
         self.execution = SimpleNamespace(path="reference", reason=getattr(self, "_reference_reason", ""), direct=0)
         _LOG.debug("%s: reference path (%s)", type(self).__name__, self.execution.reason)
@@ -257,7 +260,8 @@ class SpecOptimizer(torch.optim.Optimizer):
         has its state (not the first step), a dense plain gradient, and no group asks for ``skip_nonfinite``
         (which reads the host) or a multi-stage scheme (whose stages call the closure). Only Python-level
         facts, which dynamo guards on; otherwise the step runs as in eager mode, with graph breaks."""
-        if self.spec.gradient_calls > 1 or getattr(self, "_status", None) is None:  # _status: made by an eager step
+        # _status: made by an eager step; a spec's random draws (torch.Generator states) run eagerly, not traced
+        if self.spec.gradient_calls > 1 or self.spec.random_seed is not None or getattr(self, "_status", None) is None:
             return False
         for group in self.param_groups:
             if group[GUARD]:
@@ -269,7 +273,7 @@ class SpecOptimizer(torch.optim.Optimizer):
                 if p.grad.is_sparse or not (is_plain(p) and is_plain(p.grad)) or p not in self.state:
                     return False
                 entry = self.state[p]
-                if "step" not in entry or any(n not in entry for n in names):
+                if "step" not in entry or any(n not in entry for n in names if _holds(self.spec, n, p)):
                     return False
         return True
 
@@ -304,18 +308,24 @@ class SpecOptimizer(torch.optim.Optimizer):
     def _flat_plan(self) -> FlatPlan | None:
         """The cached flat plan, rebuilt when what it was built for changed; None: run the reference path."""
         groups = self.param_groups
-        reason = ("the spec reduces inside a parameter" if getattr(self, "_needs_leaves", False)
+        if self.spec.state_shape is not None:  # no flat buffer holds state of another shape: always the reference path
+            self._needs_leaves = True
+        reason = ("the spec keeps state of another shape than its parameters" if self.spec.state_shape is not None
+                  else "the spec reduces inside a parameter" if getattr(self, "_needs_leaves", False)
+                  else "the spec draws random numbers" if self.spec.random_seed is not None
                   else "skip_nonfinite=True" if any(g[GUARD] for g in groups)
                   else "flat=False" if any(not g["flat"] for g in groups) else None)
         if reason:
             self._reference_reason = reason
             return None
-        key = plan_key(self.spec, groups, self._hyper, ("fused",))
         plan = getattr(self, "_flat", None)
         status = self.__dict__.get("_status")
         if status is not None and status["traced"]:  # steps under torch.compile advanced the counters
             status["traced"] = False
             plan = None
+        if plan is not None and plan.holds(self.spec, groups, self._hyper, _PLAN_OPTIONS):  # flat parameters: C-level
+            return plan
+        key = plan_key(self.spec, groups, self._hyper, _PLAN_OPTIONS)
         rebuild = ("no plan yet" if plan is None else "param groups, hyperparameters' structure or gradients changed"
                    if plan.key != key else "state entries replaced, or flat parameters or their gradients moved"
                    if not plan.current() else None)
@@ -325,6 +335,8 @@ class SpecOptimizer(torch.optim.Optimizer):
             if plan is None:
                 self._reference_reason = ("a parameter without state yet (its first step), a sparse gradient, a "
                                           "non-contiguous or sharded parameter, or state of another shape")
+        if plan is not None:  # confirmed by the full check: the snapshot the next steps' quick check compares with
+            plan.arm(self.spec, groups, self._hyper, _PLAN_OPTIONS)
         return plan
 
     def _flat_step(self, plan: FlatPlan, closure=None) -> bool:
@@ -362,9 +374,11 @@ class SpecOptimizer(torch.optim.Optimizer):
         """Create missing state (recorded in ``created``) and bucket params by (device, dtype, step count)."""
         hp = self._hyper(group)
         names = self.spec.state(hp)
-        fresh = [p for p in params if p not in self.state or any(n not in self.state[p] for n in ("step", *names))]
+        fresh = [p for p in params if p not in self.state or "step" not in self.state[p]
+                 or any(n not in self.state[p] for n in names if _holds(self.spec, n, p))]
         if fresh:
             initial = self.spec.initial(MATH, hp, MATH.tree([real_view(p) for p in fresh]))
+            initial = {n: driver.align([_holds(self.spec, n, p) for p in fresh], initial[n].leaves) for n in names}
             shared = self.global_scalars()  # a global scalar is one tensor per (device, dtype), shared by every state
             homes: dict[tuple, torch.Tensor] = {}
             for i, p in enumerate(fresh):
@@ -372,9 +386,11 @@ class SpecOptimizer(torch.optim.Optimizer):
                 state = self.state[p]
                 before = set(state)
                 state.setdefault("step", torch.tensor(0.0, dtype=_scalar_dtype()))
+                if self.spec.random_seed is not None and RANDOM not in state:  # its own torch.Generator's state
+                    state[RANDOM] = generator_state(self.spec.random_seed(hp), self._position(p))
                 for name in names:
-                    if name not in state:  # a complex parameter's state is complex, as in torch.optim
-                        value = initial[name].leaves[i]
+                    value = initial[name][i]  # None: p does not hold this variable (Spec.state_shape)
+                    if name not in state and value is not None:  # a complex parameter's state is complex, as in torch.optim
                         state[name] = (torch.view_as_complex(value.contiguous().clone()) if p.is_complex()
                                        else value.clone(memory_format=torch.preserve_format))
                 for name, value in self.spec.scalars(hp).items():
@@ -409,9 +425,17 @@ class SpecOptimizer(torch.optim.Optimizer):
                 del self.state[p]
 
     def _state(self, hp: SimpleNamespace, names: tuple[str, ...], params: list[torch.Tensor], math: TreeMath = MATH) -> SimpleNamespace:
-        trees = {n: math.tree([real_view(self.state[p][n]) for p in params]) for n in names}
+        trees = {n: math.tree([real_view(self.state[p][n]) for p in params if _holds(self.spec, n, p)])
+                 for n in names}
         scalars = {n: self.state[params[0]][n] for n in self.spec.scalars(hp)}
+        if self.spec.random_seed is not None:  # the stream: each parameter's generator state, in the bucket's order
+            scalars[RANDOM] = [self.state[p][RANDOM] for p in params]
         return Namespace(**trees, **scalars)  # not SimpleNamespace: torch.compile traces this class
+
+    def _position(self, param: torch.Tensor) -> int:
+        """The position of ``param`` among the parameters of every param group, in order (it seeds its noise)."""
+        every = [p for group in self.param_groups for p in group["params"]]
+        return next(i for i, p in enumerate(every) if p is param)
 
     def _totals(self, buckets: list[_Bucket]) -> dict[str, torch.Tensor]:
         """The spec's reductions summed over every bucket of every param group."""
@@ -521,6 +545,9 @@ class SpecOptimizer(torch.optim.Optimizer):
                     # _copy_all, not target.copy_: under torch.compile (AOTAutograd) copy_ into one of several 0-dim
                     # views of a stacked tensor (the flat plan's per-parameter scalars) is lost; _foreach_copy_ is kept
                     _copy_all([target], [unsharded(value.to(target.device, target.dtype))])
+            if RANDOM in new:  # the generators' states after the draw
+                for p, value in zip(params, new[RANDOM]):
+                    self.state[p][RANDOM] = value
             torch._foreach_add_([self.state[p]["step"] for p in params], 1.0)
 
         return commit, written
@@ -581,6 +608,12 @@ class _Bucket(NamedTuple):
     guard: bool
     grads: list[torch.Tensor]  # the gradients the spec sees: dense, complex ones as real views
     values: list[torch.Tensor]  # the parameters the spec sees and the step writes: complex ones as real views
+
+
+def _holds(spec: Spec, name: str, p: torch.Tensor) -> bool:
+    """Whether ``p`` holds state variable ``name`` (``Spec.state_shape``), by the shape of the leaf the spec sees
+    (``real_view(p)``: a complex parameter as its (re, im) pairs)."""
+    return spec.state_shape is None or spec.holds(name, (*p.shape, 2) if p.is_complex() else tuple(p.shape))
 
 
 def _grads_of(bucket: _Bucket) -> list[torch.Tensor | None]:
@@ -693,13 +726,14 @@ def _check_state_dict(opt: SpecOptimizer, state_dict: Mapping[str, Any]) -> dict
         except (TypeError, ValueError) as err:
             raise ValueError(f"{where}: {err}") from None
         hp = spec.namespace({h.name: merged[h.name] for h in spec.hyperparams})
-        shaped, scalar = spec.state(hp), ("step", *spec.scalars(hp))
-        expected = {*shaped, *scalar}
+        names, scalar = spec.state(hp), ("step", *spec.scalars(hp))
         for position, (key, param) in enumerate(zip(saved["params"], mine["params"])):
             entry = states.get(key)
             if entry is None or (isinstance(entry, Mapping) and not entry):  # a parameter that has not been stepped yet
                 continue
             what = f"{where}, parameter {position}"
+            shaped = [name for name in names if spec.holds(name, tuple(param.shape))]  # Spec.state_shape: by the shape
+            expected = {*shaped, *scalar, *((RANDOM,) if spec.random_seed is not None else ())}
             if isinstance(entry, Mapping) and set(entry) == expected - {"step"} and not spec.counts_steps(hp):
                 entry = fixed_states[key] = {**entry, "step": torch.tensor(1.0, dtype=_scalar_dtype())}  # at least one step
             if not isinstance(entry, Mapping) or set(entry) != expected:

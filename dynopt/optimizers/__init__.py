@@ -2,6 +2,7 @@
 
 from .adabelief import adabelief as adabelief
 from .adadelta import adadelta as adadelta
+from .adafactor import adafactor as adafactor_torch  # optax.adafactor is another algorithm
 from .adagrad import adagrad as adagrad
 from .adam import adam as adam
 from .adamax import adamax as adamax
@@ -22,6 +23,7 @@ from .muon import muon as muon_torch  # dynopt.<jax_name> is the spec; optax.con
 from .nadam import nadam as nadam
 from .nesterov import nesterov as nesterov
 from .nesterov_sbc import nesterov_sbc as nesterov_sbc
+from .noisy_sgd import noisy_sgd as noisy_sgd
 from .radam import radam as radam
 from .rmsprop import rmsprop as rmsprop
 from .rprop import rprop as rprop
@@ -32,10 +34,10 @@ from .yogi import yogi as yogi
 
 # The order of the public names in dynopt.torch, dynopt.jax and dynopt.numpy.
 ZOO = (sgd, momentum, nesterov, rmsprop, adam, eg, meta_sgd, meta_momentum, meta_nesterov, meta_rmsprop, meta_adam,
-       nesterov_sbc, adamw, radam, adamax, adagrad, adadelta, rprop, nadam, asgd, muon_torch,
-       sign_sgd, signum, lion, adabelief, yogi, lamb, lars)
+       nesterov_sbc, adamw, radam, adamax, adagrad, adadelta, rprop, nadam, asgd, adafactor_torch, muon_torch,
+       sign_sgd, signum, lion, adabelief, yogi, lamb, lars, noisy_sgd)
 
 __all__ = ["ZOO", "sgd", "momentum", "nesterov", "rmsprop", "adam", "eg", "meta_step",
            "meta_sgd", "meta_momentum", "meta_nesterov", "meta_rmsprop", "meta_adam", "nesterov_sbc",
-           "adamw", "radam", "adamax", "adagrad", "adadelta", "rprop", "nadam", "asgd", "muon_torch",
-           "sign_sgd", "signum", "lion", "adabelief", "yogi", "lamb", "lars"]
+           "adamw", "radam", "adamax", "adagrad", "adadelta", "rprop", "nadam", "asgd", "adafactor_torch", "muon_torch",
+           "sign_sgd", "signum", "lion", "adabelief", "yogi", "lamb", "lars", "noisy_sgd"]

@@ -61,10 +61,13 @@ def abs_sq(o, g):
 
 def view(name: str, arguments: tuple[Hyper, ...], statement: Callable, state: Callable, *, spec_name: str,
          formula: str, doc: str, dtypes: tuple = (), masks: tuple = (), to_spec: Callable | None = None,
-         initial_state: Callable | None = None, needs_params: Callable | None = None) -> OptaxView:
+         initial_state: Callable | None = None, needs_params: Callable | None = None, random_seed: Callable | None = None,
+         drop: tuple[str, ...] = (), state_shape: Callable | None = None, namespace: str = "",
+         leafwise: tuple = ()) -> OptaxView:
     """An :class:`OptaxView` named ``name`` whose spec steps ``statement`` (semi-implicit Euler in the written order):
-    its hyperparameters are ``arguments`` with ``learning_rate`` as ``lr``, less the dtype and mask arguments."""
-    extras = {arg for arg, _ in dtypes} | {arg for arg, _ in masks}
+    its hyperparameters are ``arguments`` with ``learning_rate`` as ``lr``, less the dtype and mask arguments and the
+    arguments in ``drop`` (which ``to_spec`` consumes). ``random_seed``: the spec's (``Spec.random_seed``)."""
+    extras = {arg for arg, _ in dtypes} | {arg for arg, _ in masks} | set(drop)
     hyperparams = (Hyper("lr", None, "learning rate (optax's learning_rate)"),
                    *(h for h in arguments[1:] if h.name not in extras))
     spec = from_statement(
@@ -78,9 +81,11 @@ def view(name: str, arguments: tuple[Hyper, ...], statement: Callable, state: Ca
         initial_state=initial_state,
         time_step=lambda hp: hp.lr,
         needs_params=needs_params or (lambda hp: not is_static_zero(getattr(hp, "weight_decay", 0))),
+        random_seed=random_seed,
+        state_shape=state_shape,
         ode="optax's discrete rule",
         hyper_map="as optax",
         doc=doc,
     )
     return OptaxView(name=name, spec=spec, arguments=tuple(arguments), dtypes=tuple(dtypes), masks=tuple(masks),
-                     to_spec=to_spec)
+                     to_spec=to_spec, namespace=namespace, leafwise=tuple(leafwise))

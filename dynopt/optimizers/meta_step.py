@@ -336,6 +336,8 @@ def meta_step(base: Spec) -> Spec:
         counts_steps=base.counts_steps,
         constraints=base.constraints,  # SGD's nesterov needs momentum, Rprop's etas straddle 1, ...
         group_keys=base.group_keys,
+        state_shape=base.state_shape,  # the base's state of its own shape (Adafactor's factors); the meta state: θ's
+        complex_params=base.complex_params,
         ode=f"{base.ode}; θ' scaled by s·p, D' = θ'/s − ((1 − ρ)/h)·D, (log s)' = −(γ/h)·cos(∇L, D)",
         scheme=f"{base.name} step × s·p; log s ← log s − γ·cos(g_t, D_{{t−1}}), D ← ρD + u",
         hyper_map=f"{base.hyper_map}; s₀ = initial_scale, p₀ = 1, γ_s = meta_lr, ρ = trace_decay",
