@@ -65,7 +65,10 @@ def ode_scheme_table(specs: list[Spec] | None = None) -> str:
 
     ★ marks the zoo's own optimizer; — a pair that does not apply (leapfrog needs θ as a position
     variable and a velocity variable); † a scheme of order above 1 on a field that is not smooth
-    (``Spec.smooth``: a sign, a maximum, a switch in time), where its classical order does not apply."""
+    (``Spec.smooth``: a sign, a maximum, a switch in time), where its classical order does not apply; ‡ a scheme of
+    order above 1 on a stochastic statement (``Spec.random_seed``: it reads noise ξ), where the order is the drift's,
+    with the noise off (the fitted order); with it on, one draw enters every stage of a step, an Euler–Maruyama
+    increment, and no order above 1 is claimed."""
     specs = [s for s in (REGISTRY.values() if specs is None else specs) if s.statement is not None]
     header = "| ODE (statement) | " + " | ".join(f"`{s.name}`" for s in SCHEMES) + " |"
     rows = [header, "|---|" + "---|" * len(SCHEMES)]
@@ -85,6 +88,8 @@ def ode_scheme_table(specs: list[Spec] | None = None) -> str:
                 continue
             mine = entry["schemes"].get(scheme.name)
             order = f"{scheme.order}" if scheme.order == 1 or spec.smooth(spec.namespace({})) else "1†"
+            if scheme.order > 1 and spec.random_seed is not None:
+                order = f"{order}‡"
             cells.append(f"{order} ★ {mine}" if mine else order)
         name = spec.statement.__name__.replace("_", " ")
         rows.append(f"| {name}: {_cell(spec.ode)} | " + " | ".join(cells) + " |")

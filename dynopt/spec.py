@@ -40,6 +40,7 @@ hypergradient, NesterovSBC's k-dependent momentum) write ``update`` themselves.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -161,6 +162,8 @@ class Hyper:
     (torch.optim's signatures put ``maximize`` and some flags after ``*``), so positional calls bind as
     in torch.optim. ``optional``: the positions of a tuple's items that may be None (torch.optim.Adafactor's
     ``eps=(None, 1e-3)``: None stands for a value the spec picks at the step); a None item is not checked.
+    ``schedule``: the value may also be a schedule, a callable of the step count evaluated at every step as the
+    learning rate's is (optax.contrib.muon's ``adam_learning_rate``); the learning rate always may be one.
     """
 
     name: str
@@ -174,6 +177,7 @@ class Hyper:
     shared: bool = False
     keyword_only: bool = False
     optional: tuple[int, ...] = ()
+    schedule: bool = False
 
     def message(self, value: Any, reason: str) -> str:
         label = self.label or f"{self.name} value"
@@ -196,7 +200,7 @@ class Hyper:
         for position, item in enumerate(items):
             if item is None and position in self.optional:
                 continue
-            if callable(item) and self.name != LR:  # backends evaluate a schedule for the learning rate only
+            if callable(item) and self.name != LR and not self.schedule:  # backends evaluate these schedules only
                 raise TypeError(self.message(value, "only the learning rate may be a schedule (a callable); "
                                                     "in optax, optax.inject_hyperparams schedules any hyperparameter"))
             if not is_concrete(item):
@@ -441,6 +445,12 @@ class Spec:
         clash = [k for k, _ in self.implies if k in names]
         if clash:
             raise ValueError(f"Spec {self.name!r}: implies {clash}, which are hyperparameters of this spec")
+
+    @functools.cached_property
+    def schedulable(self) -> tuple[str, ...]:
+        """The hyperparameters that may be a schedule (a callable of the step count): the learning rate, and those
+        declared ``Hyper(schedule=True)``."""
+        return tuple(h.name for h in self.hyperparams if h.name == LR or h.schedule)
 
     @property
     def defaults(self) -> dict[str, Any]:

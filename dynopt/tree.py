@@ -301,6 +301,19 @@ class LeafOps:
     def leaf_eps(self, x) -> float:
         """The machine epsilon of one leaf's dtype (``torch.finfo(dtype).eps``), a Python float."""
 
+    # loops whose trip count is a hyperparameter (a Python int, or a backend integer that may be traced)
+    def static_int(self, n) -> int | None:
+        """``n`` as a Python int when its value is known now (a number, or a concrete 0-dim array or tensor); None
+        when it is traced (its value known only when the step runs)."""
+        return int(n)
+
+    def repeat(self, n, body, xs) -> list:
+        """``body`` (a function of a list of leaves to a list of leaves) applied ``n`` times to ``xs``; a backend
+        with traced values loops on the device when ``n`` is traced (``static_int(n)`` is None)."""
+        for _ in range(int(n)):
+            xs = body(xs)
+        return xs
+
 
 _LOW_PRECISION = ("bfloat16", "float16")
 
@@ -490,6 +503,22 @@ class ArrayLeafOps(LeafOps):
             import ml_dtypes
 
             return float(ml_dtypes.finfo(x.dtype).eps)
+
+    def static_int(self, n):
+        if self._reduce is not None:
+            import jax
+
+            if isinstance(n, jax.core.Tracer):
+                return None
+        return int(n)
+
+    def repeat(self, n, body, xs):
+        count = self.static_int(n)
+        if count is not None:
+            return super().repeat(count, body, xs)
+        from jax import lax
+
+        return lax.fori_loop(0, n, lambda _, leaves: list(body(list(leaves))), list(xs))  # a traced trip count
 
     def stream(self, seed, xs):
         """JAX: a typed PRNG key (an int seed through ``jax.random.key``, a typed key as it is), as optax keeps one.
@@ -713,6 +742,20 @@ class TreeMath:
         xs, ys = (as_tree(v, like) for v in (a, b))
         xs, ys = (self.ops.zeros_like(like.leaves) if v is ZERO else v.leaves for v in (xs, ys))
         return Tree(self.ops.where(cond, xs, ys), self.ops)
+
+    def static_int(self, n) -> int | None:
+        """A trip count ``n`` (a hyperparameter) as a Python int when it is known now; None when it is traced (JAX,
+        ``optax.inject_hyperparams`` under ``jit``): then loop with :meth:`repeat`, which loops on the device."""
+        return n if isinstance(n, int) else self.ops.static_int(n)
+
+    def repeat(self, n, body, x: Tree) -> Tree:
+        """``body`` (tree -> tree of the same shapes) applied ``n`` times to ``x``: a Python loop when ``n`` is known
+        now, a device loop (``jax.lax.fori_loop``) when it is traced."""
+        if isinstance(n, int):
+            for _ in range(n):
+                x = body(x)
+            return x
+        return Tree(self.ops.repeat(n, lambda leaves: body(Tree(leaves, self.ops)).leaves, x.leaves), self.ops)
 
     def normal(self, stream, like: Tree) -> tuple[Tree, Any]:
         """``(ξ, next)``: ξ ~ N(0, I) shaped like ``like`` drawn from the backend's random ``stream``, and the stream

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 import pytest
 import torch
-from test_adafactor_muon import gradient, run  # the same stepping of parameter-dependent gradients
+from test_adafactor_muon import assert_close, gradient, run, side_by_side  # the same stepping and comparison
 
 import dynopt
 import dynopt.jax
@@ -59,14 +59,6 @@ def initial(shapes=SHAPES, seed=0, dtype=torch.float64):
     return [torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in shapes]
 
 
-def assert_close(a, b, rtol=1e-12):
-    for x, y in zip(a, b, strict=True):
-        x, y = (v.detach() if isinstance(v, torch.Tensor) else torch.as_tensor(np.array(v)) for v in (x, y))  # JAX: a copy
-        assert x.shape == y.shape
-        scale = float(y.abs().max())
-        assert float((x.double() - y.double()).abs().max()) <= rtol * scale, float((x.double() - y.double()).abs().max())
-
-
 def assert_same_state(opt, ref, rtol=1e-12):
     """The same entries per parameter, with the same shapes, dtypes and values (the step counter exactly)."""
     for p, q in zip(opt.param_groups[0]["params"], ref.param_groups[0]["params"]):
@@ -81,12 +73,7 @@ def assert_same_state(opt, ref, rtol=1e-12):
 
 
 def both(kwargs, steps=STEPS, shapes=SHAPES):
-    out = []
-    for cls in (dynopt.torch.Adafactor, torch.optim.Adafactor):
-        params = [torch.nn.Parameter(x) for x in initial(shapes)]
-        opt = cls(params, **copy.deepcopy(kwargs))
-        out.append((run(opt, params, steps), opt))
-    return out
+    return side_by_side((dynopt.torch.Adafactor, torch.optim.Adafactor), kwargs, steps, lambda: initial(shapes))
 
 
 # ----------------------------------------------------------------------------- numbers

@@ -65,20 +65,27 @@ def run(opt, params, steps, begin=0):
 
 
 def assert_close(a, b, rtol=1e-12):
+    """Tensor by tensor within ``rtol`` of the larger magnitude; torch tensors, or JAX/NumPy arrays (copied)."""
     for x, y in zip(a, b, strict=True):
-        x, y = torch.as_tensor(np.asarray(x)), torch.as_tensor(np.asarray(y))
+        x, y = (v.detach() if isinstance(v, torch.Tensor) else torch.as_tensor(np.array(v)) for v in (x, y))
         assert x.shape == y.shape
         scale = float(y.abs().max())
         assert float((x.double() - y.double()).abs().max()) <= rtol * scale, float((x.double() - y.double()).abs().max())
 
 
-def both(kwargs, steps=30, shapes=SHAPES):
+def side_by_side(classes, kwargs, steps, make_params):
+    """Each class of ``classes`` (dynopt's, then torch.optim's) run ``steps`` steps from the same parameters:
+    [(the run's parameters per step, the optimizer)] per class."""
     out = []
-    for cls in (dynopt.torch.Muon, torch.optim.Muon):
-        params = [torch.nn.Parameter(x) for x in initial(shapes)]
+    for cls in classes:
+        params = [torch.nn.Parameter(x) for x in make_params()]
         opt = cls(params, **copy.deepcopy(kwargs))
         out.append((run(opt, params, steps), opt))
     return out
+
+
+def both(kwargs, steps=30, shapes=SHAPES):
+    return side_by_side((dynopt.torch.Muon, torch.optim.Muon), kwargs, steps, lambda: initial(shapes))
 
 
 # ----------------------------------------------------------------------------- numbers

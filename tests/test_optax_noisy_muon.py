@@ -437,15 +437,44 @@ def test_contrib_muon_with_a_schedule_and_positional_arguments_equals_optax():
                       run_mixed(optax.contrib.muon(*args), jnp.float64), 1e-12)
 
 
-@pytest.mark.parametrize("name", ["learning_rate", "beta", "eps", "weight_decay", "adam_b1", "adam_b2", "adam_eps_root",
-                                  "adam_weight_decay", "adam_learning_rate", "consistent_rms"])
-def test_contrib_muon_inject_hyperparams_each_argument_alone(name):
-    kwargs = dict(learning_rate=0.05, beta=0.9, eps=1e-7, weight_decay=0.01, adam_b1=0.85, adam_b2=0.99,
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("name", ["learning_rate", "ns_steps", "beta", "eps", "weight_decay", "adam_b1", "adam_b2",
+                                  "adam_eps_root", "adam_weight_decay", "adam_learning_rate", "consistent_rms"])
+def test_contrib_muon_inject_hyperparams_each_argument_alone(name, jit):
+    kwargs = dict(learning_rate=0.05, ns_steps=4, beta=0.9, eps=1e-7, weight_decay=0.01, adam_b1=0.85, adam_b2=0.99,
                   adam_eps_root=1e-9, adam_weight_decay=0.02, adam_learning_rate=0.03, consistent_rms=0.2)
-    static = [n for n in kwargs if n != name] + ["ns_steps"]  # a static loop count in dynopt (its message says so)
+    static = [n for n in kwargs if n != name]
     ours, theirs = (optax.inject_hyperparams(f, static_args=static)(**kwargs)
                     for f in (dynopt.jax.contrib.muon, optax.contrib.muon))
+    assert_close_runs(run_mixed(ours, jnp.float64, jit=jit), run_mixed(theirs, jnp.float64, jit=jit), 1e-12)
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3])
+@pytest.mark.parametrize("preconditioning", ["frobenius", "spectral", "aol", "schatten"])
+def test_contrib_muon_ns_steps_injected_under_jit_loops_on_the_device(preconditioning, steps):
+    """Injected by inject_hyperparams (its default: every numeric argument), ns_steps is traced under jit: the
+    iterations run as a device loop (aol and schatten peel off the first one), with optax's numbers, 0 steps included;
+    an injected ns_steps changed between steps takes effect without a new trace."""
+    kwargs = dict(learning_rate=0.05, ns_steps=steps, preconditioning=preconditioning, adaptive=True)
+    ours, theirs = (optax.inject_hyperparams(f)(**kwargs) for f in (dynopt.jax.contrib.muon, optax.contrib.muon))
     assert_close_runs(run_mixed(ours, jnp.float64, jit=True), run_mixed(theirs, jnp.float64, jit=True), 1e-12)
+    params = mixed(jnp.float64)
+    step = jax.jit(ours.update)
+    state = ours.init(params)
+    state.hyperparams["ns_steps"] = jnp.asarray(steps + 2)
+    updates, _ = step(grads_at(params, 0), state, params)
+    reference = optax.contrib.muon(0.05, ns_steps=steps + 2, preconditioning=preconditioning, adaptive=True)
+    expected, _ = reference.update(grads_at(params, 0), reference.init(params), params)
+    assert_close_runs(([updates], params), ([expected], params), 1e-12)
+    assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_contrib_muon_adam_learning_rate_as_a_schedule_equals_optax(jit):
+    """optax.contrib.muon evaluates a schedule given as adam_learning_rate at the count, as the learning rate's."""
+    kwargs = dict(learning_rate=optax.linear_schedule(0.1, 0.01, 4), adam_learning_rate=optax.cosine_decay_schedule(0.05, 5))
+    assert_close_runs(run_mixed(dynopt.jax.contrib.muon(**kwargs), jnp.float64, jit=jit),
+                      run_mixed(optax.contrib.muon(**kwargs), jnp.float64, jit=jit), 1e-12)
 
 
 @pytest.mark.parametrize("preconditioning", ["frobenius", "spectral", "aol", "schatten"])
@@ -576,10 +605,11 @@ def test_contrib_muon_signature_namespace_and_state():
     (dict(ns_coeffs=(3.0, -3.0)), ValueError, "ns_coeffs"),
     (dict(ns_coeffs=((3.0, -3.0, 1.0), (2.0, -2.0))), ValueError, "ns_coeffs"),
     (dict(preconditioning="polar"), ValueError, "preconditioning"),
-    (dict(adam_learning_rate=optax.constant_schedule(0.1)), TypeError, "adam_learning_rate"),
+    (dict(adam_learning_rate="0.1"), TypeError, "adam_learning_rate"),
+    (dict(beta=optax.constant_schedule(0.9)), TypeError, "beta.*schedule"),
     (dict(beta=1.5), ValueError, "beta"),
     (dict(ns_steps=2.5), ValueError, "ns_steps"),
-    (dict(ns_steps=jnp.asarray(5)), ValueError, "static_args"),
+    (dict(ns_steps=-1), ValueError, "ns_steps"),
     (dict(eps=-1.0), ValueError, "epsilon"),
     (dict(adam_b2="x"), TypeError, "adam_b2"),
 ])

@@ -26,7 +26,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, Callable, NamedTuple
 
-from ..spec import LR, Spec
+from ..spec import Spec
 from ..tree import ZERO, Tree, TreeMath, settle
 
 __all__ = ["Step", "hyperparameters", "reductions", "step", "finish", "scalar_fallback", "present", "align"]
@@ -56,13 +56,17 @@ class Step(NamedTuple):
     checked: list
 
 
-def hyperparameters(spec: Spec, hyper: dict, count: Any, lr_value: Callable[[Any], Any] = lambda lr: lr) -> SimpleNamespace:
-    """The hyperparameters in effect at the step after ``count`` steps: a callable lr (a schedule) is
-    evaluated at the optimizer step ``count // spec.micro_steps``; ``lr_value`` checks what it returned."""
-    lr = hyper[LR]
-    if callable(lr):
-        lr = lr_value(lr(count // spec.micro_steps))
-    return spec.namespace({**hyper, LR: lr})
+def hyperparameters(spec: Spec, hyper: dict, count: Any, value: Callable[[str, Any], Any] = lambda name, v: v) -> SimpleNamespace:
+    """The hyperparameters in effect at the step after ``count`` steps: a callable lr (a schedule), or a callable
+    value of a hyperparameter declared ``Hyper(schedule=True)``, is evaluated at the optimizer step
+    ``count // spec.micro_steps``; ``value(name, v)`` checks what it returned."""
+    at = None
+    values = dict(hyper)
+    for name in spec.schedulable:
+        if callable(values.get(name)):
+            at = count // spec.micro_steps if at is None else at
+            values[name] = value(name, values[name](at))
+    return spec.namespace(values)
 
 
 def reductions(spec: Spec, r: TreeMath, hp: SimpleNamespace, grad: Tree, param: Tree, state: SimpleNamespace) -> dict | None:

@@ -55,7 +55,7 @@ class NumpyOptimizer:
         points of a multi-stage scheme (``spec.gradient_calls > 1``)."""
         grads = [np.asarray(g, dtype=np.float64) for g in grads]
         params = [np.asarray(p, dtype=np.float64) for p in params]
-        hp = driver.hyperparameters(self.spec, self.hyper, state.count, lambda lr: scalar_value(lr, "lr"))
+        hp = driver.hyperparameters(self.spec, self.hyper, state.count, lambda name, v: scalar_value(v, name))
         scalars = self.spec.scalars(hp)
         streams = (RANDOM,) if self.spec.random_seed is not None else ()
         current = SimpleNamespace(**{f: MATH.tree(driver.present(state.values[f])) for f in self.fields},

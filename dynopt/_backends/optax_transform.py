@@ -65,11 +65,12 @@ def _all_finite(leaves) -> jax.Array:
     return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
 
 
-def _schedule_value(name: str, value: Any) -> Any:
+def _schedule_value(name: str, value: Any, hyper: str = LR) -> Any:
+    argument = "learning_rate" if hyper == LR else hyper
     try:
-        return scalar_value(value, "learning_rate")
+        return scalar_value(value, argument)
     except ValueError as err:
-        raise ValueError(f"{name}: the learning_rate schedule returned a value that is not a scalar: {err}") from None
+        raise ValueError(f"{name}: the {argument} schedule returned a value that is not a scalar: {err}") from None
 
 
 def _after(totals: dict | None) -> Callable[[Any], Any]:
@@ -254,7 +255,7 @@ def _factory(spec: Spec, name: str, sig: inspect.Signature, prepare: Callable[[d
             leaves = treedef.flatten_up_to(params) if params is not None else [None] * len(grads)
             old = {f: treedef.flatten_up_to(getattr(state, f)) for f in fields}
             hp = driver.hyperparameters(spec, {LR: learning_rate, **hyper}, state.count,
-                                        lambda value: _schedule_value(name, value))  # shape (1,) accepted, larger named
+                                        lambda hyper, value: _schedule_value(name, value, hyper))  # (1,) accepted
             for hname, mask in masks.items():  # optax's mask: the hyperparameter on the leaves it selects, 0 on the others
                 if mask is not None:
                     flags = treedef.flatten_up_to(mask(params) if callable(mask) else mask)

@@ -73,9 +73,11 @@ own, then reshaped back (``o.permute``, ``o.reshape``); a 2-D leaf is orthogonal
 axes there but scales by them). Every other leaf takes optax.adamw with
 ``adam_b1``, ``adam_b2``, ``eps``, ``adam_eps_root``, ``adam_weight_decay``, ``adam_learning_rate`` (None: the
 lr) and the same ``nesterov`` (then NAdamW's m̂). ``weight_decay_mask`` masks λ (a pytree of bools or a callable),
-``mu_dtype`` types both first moments. Not supported yet: a schedule for ``adam_learning_rate`` is a TypeError
-(``ns_steps``, ``ns_coeffs``, ``preconditioning`` and ``muon_weight_dimension_numbers`` are static: they cannot be
-injected by ``optax.inject_hyperparams``, which keeps the last three static itself). The state is one tuple
+``mu_dtype`` types both first moments. ``learning_rate`` and ``adam_learning_rate`` may each be a schedule
+(``Hyper(schedule=True)``: evaluated at the count). Every numeric argument, ``ns_steps`` included, can be injected by
+``optax.inject_hyperparams``: an injected ``ns_steps`` is traced under jit and the iterations then run as a device
+loop (``o.repeat``), with the same numbers; ``ns_coeffs``, ``preconditioning`` and ``muon_weight_dimension_numbers``
+are not numbers and stay static (inject_hyperparams keeps them static itself). The state is one tuple
 ``(count, mu, adam_mu, adam_nu)`` with None where a leaf does not hold a variable, not optax's partition state.
 
 References:
@@ -156,22 +158,16 @@ PRECONDITIONINGS = ("frobenius", "spectral", "aol", "schatten")
 FIRST_STEP_FLOOR = 1e-8  # optax's floor of the AOL and Schatten-4 scales (a constant, not the eps argument)
 
 
-def coefficient_schedule(coefficients, steps) -> tuple:
-    """The (a, b, c) of each Newton–Schulz iteration: a table is its own schedule (``steps`` only bounds its
-    length), a triple is repeated ``steps`` times."""
-    if coefficients and isinstance(coefficients[0], tuple):
-        return coefficients
-    return (coefficients,) * steps
-
-
-def optax_newton_schulz(o, m, schedule, preconditioning, eps):
+def optax_newton_schulz(o, m, coefficients, steps, preconditioning, eps):
     """optax's orthogonalization, per leaf, in the leaf's dtype, on the wide orientation: a normalization
-    (``preconditioning``), then per row (a, b, c) of ``schedule`` X ← aX + (bA + cA²)X with A = XXᵀ.
+    (``preconditioning``), then X ← aX + (bA + cA²)X with A = XXᵀ, ``steps`` times with one (a, b, c), or once per row
+    of a table of them (``coefficients``; ``steps`` then only bounded its length).
 
     frobenius: X₀ = M/(‖M‖_F + ε); spectral: X₀ = M/(σ_max(M) + ε); aol and schatten normalize inside the first
     iteration instead, through its Gram matrix A = XXᵀ: aol scales row i of X by s_i = 1/√max(Σ_j|A_ij|, δ) (so A
     becomes SAS), schatten scales X by s = 1/√max(‖A‖_F, δ) (‖A‖_F = ‖X‖²_S4, so A becomes s²A), δ = 1e-8; with no
-    iteration they leave M as it is."""
+    iteration they leave M as it is. ``steps`` may be traced (injected by optax.inject_hyperparams under jit): the
+    iterations then run as a device loop, the first one peeled off for aol and schatten."""
     tall = [shape[-2] > shape[-1] for shape in o.shapes(m)]
     x = o.transpose(m, tall)
     matrix = (-2, -1)  # each matrix of a batch (a leaf of rank 3: muon_weight_dimension_numbers) on its own
@@ -179,16 +175,30 @@ def optax_newton_schulz(o, m, schedule, preconditioning, eps):
         x = x / (o.norm_along(x, matrix) + eps)
     elif preconditioning == "spectral":
         x = x / (o.spectral_norm(x) + eps)
-    for i, (a, b, c) in enumerate(schedule):
+
+    def iteration(x, row, first):
+        a, b, c = row
         gram = o.matmul(x, o.transpose(x))
-        if i == 0 and preconditioning == "aol":
+        if first and preconditioning == "aol":
             s = 1 / o.sqrt(o.maximum(o.sum_along(o.abs(gram), -1), FIRST_STEP_FLOOR))  # one scale per row
             x, gram = x * s, gram * s * o.transpose(s)
-        elif i == 0 and preconditioning == "schatten":
+        elif first and preconditioning == "schatten":
             s = 1 / o.sqrt(o.maximum(o.norm_along(gram, matrix), FIRST_STEP_FLOOR))
             x, gram = x * s, gram * s**2
         poly = b * gram + c * o.matmul(gram, gram)
-        x = a * x + o.matmul(poly, x)
+        return a * x + o.matmul(poly, x)
+
+    if isinstance(coefficients[0], tuple):  # a table: its own schedule
+        rows = coefficients
+    elif o.static_int(steps) is not None:
+        rows = (coefficients,) * o.static_int(steps)
+    else:  # a traced count: the same iterations in a device loop
+        if preconditioning in ("aol", "schatten"):
+            x = o.select(steps > 0, iteration(x, coefficients, True), x)
+            steps = o.ops.binary("maximum", [steps - 1], 0)[0]
+        return o.transpose(o.repeat(steps, lambda x: iteration(x, coefficients, False), x), tall)
+    for i, row in enumerate(rows):
+        x = iteration(x, row, i == 0)
     return o.transpose(x, tall)
 
 
@@ -270,9 +280,8 @@ def optax_muon(o, hp, t, x):
     else:
         mu_hat = x.mu / (1 - beta**t)
     mu_hat = o.cast(mu_hat, gm)  # in the leaf's dtype, as optax (a float64 bias correction would promote it)
-    schedule = coefficient_schedule(hp.ns_coeffs, hp.ns_steps)
     batch = o.reshape(o.permute(mu_hat, [m.axes for m in mine]), [m.flat for m in mine])  # matrices (batches of them)
-    ortho = optax_newton_schulz(o, batch, schedule, hp.preconditioning, hp.eps)
+    ortho = optax_newton_schulz(o, batch, hp.ns_coeffs, hp.ns_steps, hp.preconditioning, hp.eps)
     ortho = o.permute(o.reshape(ortho, [m.permuted for m in mine]), [m.inverse for m in mine])
     if hp.adaptive:  # scaled by the dual norm ⟨b̃, O⟩ of each leaf
         ortho = ortho * o.sum_along(mu_hat * ortho, None)
@@ -316,6 +325,14 @@ def coefficient_table(value):
     return tuple(rows) if rows and all(len(row) == 3 for row in rows) else None
 
 
+def _known(steps, otherwise: int) -> int:
+    """``steps`` as an int, or ``otherwise`` when it is traced (inject_hyperparams under jit: checked at init)."""
+    try:
+        return int(steps)
+    except TypeError:  # a tracer's int() (jax.errors.ConcretizationTypeError is a TypeError)
+        return otherwise
+
+
 def optax_muon_arguments(arguments: dict) -> dict:
     """optax's arguments as the view's hyperparameters: ``ns_coeffs`` a triple or a table of Python floats (a
     preset resolved); a table longer than ``ns_steps`` is refused as optax refuses it (it runs the whole table)."""
@@ -325,7 +342,7 @@ def optax_muon_arguments(arguments: dict) -> dict:
             raise ValueError(f"Invalid ns_coeffs value: {coefficients!r} (unknown preset; optax has 'standard' and 'dion')")
         coefficients = OPTAX_PRESETS[coefficients]
     coefficients = coefficient_table(coefficients)
-    if isinstance(coefficients[0], tuple) and len(coefficients) > arguments["ns_steps"]:
+    if isinstance(coefficients[0], tuple) and len(coefficients) > _known(arguments["ns_steps"], len(coefficients)):
         raise ValueError(f"Invalid ns_coeffs value: a table of {len(coefficients)} iterations for ns_steps="
                          f"{arguments['ns_steps']} (optax requires at most ns_steps rows, then runs all of them)")
     return {"lr": arguments.pop("learning_rate"), "ns_coeffs": coefficients, **arguments}
@@ -364,9 +381,8 @@ OPTAX_CONTRIB_MUON = optax_args.view(
            "per iteration (then ns_steps is only its bound), or a preset, 'standard' or 'dion' (a table)",
            Check(_coefficients, "must be three numbers (a, b, c), a table of such triples, or 'standard' or 'dion'"),
            static=True),
-     Hyper("ns_steps", 5, "k, the number of Newton–Schulz iterations (static)",
-           Check(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "must be an int >= 0, a static "
-                 "value: with optax.inject_hyperparams pass static_args=('ns_steps',)"), static=True),
+     Hyper("ns_steps", 5, "k, the number of Newton–Schulz iterations",
+           Check(lambda v: v >= 0 and float(v).is_integer(), "must be an integer >= 0")),
      Hyper("beta", 0.95, "decay β of the momentum m", unit_interval),
      optax_args.eps(1e-8, "ε of the Frobenius normalization and of Adam's denominator"),
      optax_args.weight_decay(0.0, "decoupled weight decay λ of the Muon leaves: λθ added before the lr"),
@@ -384,8 +400,8 @@ OPTAX_CONTRIB_MUON = optax_args.view(
      Hyper("adam_eps_root", 0.0, "ε inside Adam's root", interval(0.0), keyword_only=True),
      Hyper("adam_weight_decay", 0.0, "AdamW's decoupled weight decay on the other leaves", nonnegative,
            keyword_only=True),
-     Hyper("adam_learning_rate", None, "Adam's learning rate (None: learning_rate); a number", nonnegative,
-           keyword_only=True),
+     Hyper("adam_learning_rate", None, "Adam's learning rate (None: learning_rate); a number or a schedule",
+           nonnegative, keyword_only=True, schedule=True),
      Hyper("muon_weight_dimension_numbers", None, "which leaves Muon takes and how: None (every 2-D leaf), or "
            "MuonDimensionNumbers (reduction and output axes; the others batch) per leaf, None for Adam, as a pytree "
            "(a prefix of the params) or a callable params -> pytree", optax_args.ANY, static=True, keyword_only=True),
