@@ -29,7 +29,7 @@ import numpy as np
 import optax
 import pytest
 import torch
-from test_adafactor_muon import assert_close, gradient, run, side_by_side  # the same stepping and comparison
+from test_adafactor_muon import assert_close, numpy_and_jitted_jax, run, side_by_side  # the same stepping and comparison
 
 import dynopt
 import dynopt.jax
@@ -113,22 +113,9 @@ def test_numpy_and_jitted_jax_equal_torch_optim_adafactor(kwargs):
     kwargs = dict(kwargs)
     (theirs, ref), = both(kwargs)[1:]
     lr = kwargs.pop("lr", 1e-2)
-    grads = lambda ps, k: [g.numpy() for g in gradient([torch.tensor(np.asarray(p, np.float64)) for p in ps], k)]  # noqa: E731
-    oracle = dynopt.numpy.adafactor_torch(lr, **kwargs)
-    params = [x.numpy() for x in initial()]
-    state = oracle.init(params)
-    for k in range(STEPS):
-        updates, state = oracle.update(grads(params, k), state, params)
-        params = [p + u for p, u in zip(params, updates)]
+    (params, state), (jparams, jstate) = numpy_and_jitted_jax(dynopt.numpy.adafactor_torch(lr, **kwargs),
+                                                              dynopt.jax.adafactor_torch(lr, **kwargs), initial(), STEPS)
     assert_close(params, theirs)
-    tx = dynopt.jax.adafactor_torch(lr, **kwargs)  # float64: tests/conftest.py switches x64 on
-    jparams = [jnp.asarray(x.numpy()) for x in initial()]
-    jstate = tx.init(jparams)
-    update = jax.jit(tx.update)
-    for k in range(STEPS):
-        updates, jstate = update([jnp.asarray(g) for g in grads(jparams, k)], jstate, jparams)
-        jparams = optax.apply_updates(jparams, updates)
-    assert all(p.dtype == jnp.float64 for p in jparams)
     assert_close([np.asarray(p) for p in jparams], theirs)
     for i, q in enumerate(ref.param_groups[0]["params"]):
         for name in ("row_var", "col_var", "variance"):

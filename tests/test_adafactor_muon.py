@@ -88,6 +88,25 @@ def both(kwargs, steps=30, shapes=SHAPES):
     return side_by_side((dynopt.torch.Muon, torch.optim.Muon), kwargs, steps, lambda: initial(shapes))
 
 
+def numpy_and_jitted_jax(oracle, tx, start, steps):
+    """``steps`` steps of the NumPy oracle and of the jitted JAX transformation ``tx`` (float64: tests/conftest.py
+    switches x64 on) from the torch tensors ``start``, on ``gradient``: (parameters, state) at the end of each."""
+    grads = lambda ps, k: [g.numpy() for g in gradient([torch.tensor(np.asarray(p, np.float64)) for p in ps], k)]  # noqa: E731
+    params = [x.numpy() for x in start]
+    state = oracle.init(params)
+    for k in range(steps):
+        updates, state = oracle.update(grads(params, k), state, params)
+        params = [p + u for p, u in zip(params, updates)]
+    jparams = [jnp.asarray(x.numpy()) for x in start]
+    jstate = tx.init(jparams)
+    update = jax.jit(tx.update)
+    for k in range(steps):
+        updates, jstate = update([jnp.asarray(g) for g in grads(jparams, k)], jstate, jparams)
+        jparams = optax.apply_updates(jparams, updates)
+    assert all(p.dtype == jnp.float64 for p in jparams)
+    return (params, state), (jparams, jstate)
+
+
 # ----------------------------------------------------------------------------- numbers
 
 
@@ -111,22 +130,9 @@ def test_numpy_and_jitted_jax_equal_torch_optim_muon(kwargs):
     kwargs = dict(kwargs)
     lr = kwargs.pop("lr", 1e-3)
     theirs = both({"lr": lr, **kwargs})[1][0]
-    grads = lambda ps, k: [g.numpy() for g in gradient([torch.tensor(np.asarray(p, np.float64)) for p in ps], k)]  # noqa: E731
-    oracle = dynopt.numpy.muon_torch(lr, **kwargs)
-    params = [x.numpy() for x in initial()]
-    state = oracle.init(params)
-    for k in range(30):
-        updates, state = oracle.update(grads(params, k), state, params)
-        params = [p + u for p, u in zip(params, updates)]
+    (params, _), (jparams, _) = numpy_and_jitted_jax(dynopt.numpy.muon_torch(lr, **kwargs), dynopt.jax.muon_torch(lr, **kwargs),
+                                                initial(), 30)
     assert_close(params, theirs)
-    tx = dynopt.jax.muon_torch(lr, **kwargs)  # float64: tests/conftest.py switches x64 on
-    jparams = [jnp.asarray(x.numpy()) for x in initial()]
-    jstate = tx.init(jparams)
-    update = jax.jit(tx.update)
-    for k in range(30):
-        updates, jstate = update([jnp.asarray(g) for g in grads(jparams, k)], jstate, jparams)
-        jparams = optax.apply_updates(jparams, updates)
-    assert all(p.dtype == jnp.float64 for p in jparams)
     assert_close([np.asarray(p) for p in jparams], theirs)
 
 

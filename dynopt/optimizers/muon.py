@@ -195,7 +195,7 @@ def optax_newton_schulz(o, m, coefficients, steps, preconditioning, eps):
     else:  # a traced count: the same iterations in a device loop
         if preconditioning in ("aol", "schatten"):
             x = o.select(steps > 0, iteration(x, coefficients, True), x)
-            steps = o.ops.binary("maximum", [steps - 1], 0)[0]
+            steps = steps - 1  # -1 when there is none: a loop to -1 runs no iteration
         return o.transpose(o.repeat(steps, lambda x: iteration(x, coefficients, False), x), tall)
     for i, row in enumerate(rows):
         x = iteration(x, row, i == 0)
