@@ -145,3 +145,16 @@ def test_the_device_step_time_table_runs_on_the_cpu():
             assert _positive(r[key]), (r, key)
     assert _positive(rows[0]["fused_ms"]) and math.isnan(rows[1]["dynopt/fused"])  # torch.optim has no fused RMSprop
     assert any(line.startswith("| c: 200 x 100 | RMSprop |") for line in lines)
+
+
+def test_the_flat_iteration_table_runs():
+    """benchmarks/flat_iteration.py --fast: a row per optimizer and variant, every phase timed, the flat variants
+    stepped in place (the script asserts it). No timing assertions."""
+    from benchmarks import flat_iteration
+
+    rows = flat_iteration.main(["--fast"])
+    labels = ["torch fused", "dynopt fused", "flat fused, hooks", "flat fused, no hooks"]
+    assert [(name, label) for name, label, *_ in rows] == [(n, v) for n in ("Momentum", "Adam") for v in labels]
+    for _name, _label, med, ratio, step_ratio, k in rows:
+        assert all(math.isfinite(med[key]) and med[key] > 0 for key in ("zero", "backward", "step", "total"))
+        assert math.isfinite(ratio) and math.isfinite(step_ratio) and k >= 1

@@ -28,6 +28,18 @@ ZOO_NAMES = {spec.name for spec in ZOO}
 FLAT_CONFIGS = CONFIGS + [(name, {"lr": 1e-2, **options}) for name, options in STATEFUL.items() if name in ZOO_NAMES]
 
 
+@pytest.fixture(params=["native", "python"])
+def checks(request, monkeypatch):
+    """The steady-state check on both implementations of its passes (``native_checks``): the native module
+    (built here; CI has a compiler) and the Python passes that run where no compiler is present."""
+    from dynopt._backends.native_checks import CHECKS, PythonChecks, load_native
+
+    chosen = load_native() if request.param == "native" else PythonChecks
+    for name in ("same_objects", "attributes_are", "data_ptrs_are", "views_hold", "entries_are"):
+        monkeypatch.setattr(CHECKS, name, getattr(chosen, name))
+    return request.param
+
+
 def reference(name, kwargs, init, grads, groups=None):
     params = [torch.nn.Parameter(x.clone()) for x in init]
     opt = getattr(dt, name)(groups(params) if groups else params, **kwargs, flat=False)
@@ -142,6 +154,35 @@ def test_zero_grad_both_ways(set_to_none):
     assert_same(reference("Momentum", {"lr": 1e-2, "momentum": 0.9}, init, grads), got)
 
 
+def test_the_hook_zeroes_a_stale_piece_and_the_whole_buffer_once(monkeypatch):
+    """A gradient set to None leaves its piece of the flat gradient buffer holding the old values; backward must
+    accumulate into a zeroed piece. Expected gradients: sums of the backward passes' exact gradients (Σ p·c has
+    gradient c). Some held, one None: that piece alone is zeroed (the held ones keep accumulating). All None
+    (zero_grad(set_to_none=True)): one kernel zeroes the whole buffer at the first hook of the backward, and a
+    parameter the backward does not reach stays None."""
+    params = [torch.nn.Parameter(torch.randn(n, dtype=torch.float64)) for n in (3, 4, 5)]
+    handle = dt.flatten_parameters(params)
+    c = [[torch.randn(p.shape, dtype=torch.float64) for p in params] for _ in range(3)]
+
+    def backward(k, which=(0, 1, 2)):
+        sum((params[i] * c[k][i]).sum() for i in which).backward()
+
+    backward(0)
+    params[1].grad = None
+    backward(1)
+    for i, expected in enumerate([c[0][0] + c[1][0], c[1][1], c[0][2] + c[1][2]]):
+        assert torch.equal(params[i].grad, expected), i
+    zeros = []
+    real_zero = torch.Tensor.zero_
+    monkeypatch.setattr(torch.Tensor, "zero_", lambda t: zeros.append(t.numel()) or real_zero(t))
+    for p in params:
+        p.grad = None
+    backward(2, which=(0, 2))
+    assert zeros == [3 + 4 + 5]  # the whole buffer, once
+    assert torch.equal(params[0].grad, c[2][0]) and params[1].grad is None and torch.equal(params[2].grad, c[2][2])
+    assert handle.broken() == []
+
+
 def test_without_the_hook_set_to_none_falls_back_and_handle_zero_grad_restores():
     """reattach_grads=False: zero_grad(set_to_none=True) lets backward allocate fresh gradients; the optimizer
     sees it, gathers them (same numbers) and says why; handle.zero_grad() brings the flat gradients back."""
@@ -211,7 +252,7 @@ def test_mixed_dtypes_give_one_buffer_per_dtype(path):
     assert_same(reference("Adam", {"lr": 1e-2}, init, grads, groups=by_dtype), got, atol=1e-6)
 
 
-def test_what_breaks_the_layout_is_detected_and_gathered():
+def test_what_breaks_the_layout_is_detected_and_gathered(checks):
     """A parameter whose data is replaced (param.data = ..., what module.to() to another device does) or
     whose gradient is assigned by hand leaves the in-place path at the next step; the numbers stay right."""
     init, grads = problem(LAYOUT, steps=7)
@@ -318,7 +359,7 @@ def rebuilt(seen):
     return [k for k in range(2, len(seen)) if seen[k][1] is not seen[k - 1][1]]
 
 
-def test_the_steady_state_skips_the_full_check(monkeypatch):
+def test_the_steady_state_skips_the_full_check(monkeypatch, checks):
     """Once armed, a flat-parameter plan is confirmed by its snapshot: plan_key and FlatPlan.current are not
     called again while nothing changes (zero_grad(set_to_none=True) and backward() included)."""
     from dynopt._backends import torch_optim
@@ -334,7 +375,7 @@ def test_the_steady_state_skips_the_full_check(monkeypatch):
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_gradient_set_to_none_or_replaced_rebuilds(path):
+def test_a_gradient_set_to_none_or_replaced_rebuilds(path, checks):
     """After backward: a gradient set to None (that parameter is not stepped; back, it has taken fewer steps, so it
     is a bucket of its own, still in place and still checked by the snapshot), then a one-element gradient
     replaced by an equal copy (compared as an object, not a value: the plan is rebuilt and steps the copy)."""
@@ -354,7 +395,7 @@ def test_a_gradient_set_to_none_or_replaced_rebuilds(path):
     assert_same(ref, got)
 
 
-def test_param_group_changes_rebuild_only_when_the_plan_depends_on_them():
+def test_param_group_changes_rebuild_only_when_the_plan_depends_on_them(checks):
     """An lr change (a value) keeps the plan; momentum set to a literal 0 (the traced structure), fused switched on
     and a parameter list reordered in place (the run breaks: gathered) each rebuild it."""
     init, grads = problem(LAYOUT, steps=8)
@@ -377,7 +418,7 @@ def test_param_group_changes_rebuild_only_when_the_plan_depends_on_them():
     assert_same(ref, got)
 
 
-def test_lr_scheduler_load_state_dict_and_add_param_group():
+def test_lr_scheduler_load_state_dict_and_add_param_group(checks):
     """A scheduler changing lr every step keeps the plan; load_state_dict and add_param_group rebuild it."""
     init, grads = problem(LAYOUT, steps=9)
     saved, schedulers = {}, {}
@@ -406,7 +447,7 @@ def test_lr_scheduler_load_state_dict_and_add_param_group():
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_replaced_state_entry_rebuilds(path):
+def test_a_replaced_state_entry_rebuilds(path, checks):
     """A state entry replaced by hand (a buffer, a step counter) is what the optimizer steps from then on."""
     init, grads = problem(LAYOUT, steps=6)
 
@@ -422,7 +463,7 @@ def test_a_replaced_state_entry_rebuilds(path):
     assert float(got[1].state[got[0][2]]["step"]) == len(grads)
 
 
-def test_reflattening_rebuilds():
+def test_reflattening_rebuilds(checks):
     """Releasing the parameters (FlatParameters.remove) changes the generation: rebuilt. They are still next to
     each other in memory (stepped in place), until zero_grad() and backward() give them fresh gradients."""
     init, grads = problem(LAYOUT, steps=5)

@@ -56,6 +56,8 @@ import torch
 from ..spec import Spec, is_static_zero
 from ..tree import ZERO, TreeMath, UnreadParamsError, unread
 from . import driver, torch_eager_graph, torch_flat_params
+from .native_checks import CHECKS
+from .torch_direct import DirectCompiled
 from .torch_ops import ForeachOps, at_least_float32, is_plain, real_dtype, real_view
 
 __all__ = ["FLAT_MAX_NUMEL", "NeedsLeaves", "FlatPlan", "build_plan"]
@@ -277,17 +279,17 @@ class Bucket:
         """The state entries are still the ones this bucket planned (nobody replaced them), and a direct
         bucket's parameters and gradients still the views it steps."""
         if getattr(self, "_columns", None) is None or self._columns[0] is not self.entries:
-            self._columns = (self.entries, *(zip(*self.entries) if self.entries else ((), (), ())))
-        _, entries, names, values = self._columns  # the check as C-level maps: 2000 parameters cost ~0.1 ms
-        return (all(map(operator.is_, map(dict.get, entries, names), values))
-                and (not self.direct or self.aliased()))
+            self._columns = (self.entries, *(map(list, zip(*self.entries)) if self.entries else ([], [], [])))
+        _, entries, names, values = self._columns
+        return CHECKS.entries_are(entries, names, values) and (not self.direct or self.aliased())
 
     def aliased(self) -> bool:
         """(Direct buckets) every parameter's data and every gradient's data are where they were when planned
         (the flat buffers stay allocated while the bucket holds views of them, so no other tensor can be there);
         a gradient assigned anew, ``grad.data = ...``, ``param.data = ...`` or ``.to()`` all move one."""
-        return (list(map(_DATA_PTR, self.params)) == self.addresses
-                and list(map(_DATA_PTR, map(_GRAD, self.params))) == self.grad_addresses)
+        grads = list(map(_GRAD, self.params))
+        return (CHECKS.data_ptrs_are(self.params, self.addresses)
+                and CHECKS.data_ptrs_are(grads, self.grad_addresses))
 
     @property
     def in_place(self) -> bool:
@@ -451,6 +453,13 @@ def _staged(spec: Spec, work: list, totals: dict | None, closure: Callable[[], A
     return prepared
 
 
+def _runs_eagerly(bucket: Bucket) -> bool:
+    """(fused=True) The bucket's update was found to be one ATen kernel (``FlatPlan._trivial``): the eager
+    program runs it, and gathers what it reads as on the default path."""
+    return (bucket.kernel is None and bucket.program is not None
+            and isinstance(bucket.program[1], torch_eager_graph.Program) and bucket.program[1].passes <= 1)
+
+
 class FlatPlan(SimpleNamespace):
     """``groups``: (group, buckets) per param group with gradients; ``key``: what it was built for;
     ``unplanned``: the state entries of parameters without a gradient (they keep the global scalars);
@@ -466,12 +475,12 @@ class FlatPlan(SimpleNamespace):
         ``closure``: re-evaluates the gradients at a stage point of a multi-stage scheme."""
         work, hypers = [], {}
         for group, buckets in self.groups:
-            hp = hyper(group)
-            if group["fused"] or torch_eager_graph.ENABLED:  # the numeric hyperparameters as kernel inputs, once per group
-                values = hyper_inputs(spec, hp)[0]
-                hypers[id(group)] = values, tuple(map(_signature, values))
-            work += [(group, hp, bucket, *(bucket.gather() if group["fused"] or spec.reductions is not None
-                                           or torch_eager_graph.reads_grad(bucket) else (bucket.grad_flat, None)))
+            hp, inputs, _ = self.hyperparameters(spec, hyper, group)
+            if inputs is not None:  # fused, or the eager graph executor: the numeric hyperparameters as kernel inputs
+                hypers[id(group)] = inputs
+            work += [(group, hp, bucket, *(bucket.gather() if (group["fused"] and not _runs_eagerly(bucket))
+                                           or spec.reductions is not None or torch_eager_graph.reads_grad(bucket)
+                                           else (bucket.grad_flat, None)))
                      for bucket in buckets]  # not gathered: a gradient the eager program only scatters
         totals = None
         if spec.reductions is not None:
@@ -490,7 +499,10 @@ class FlatPlan(SimpleNamespace):
             prepared = _staged(spec, work, totals, closure)
             work = []
         for group, hp, bucket, grad, param in work:
-            if group["fused"]:
+            if group["fused"] and torch_eager_graph.ENABLED and (trivial := self._trivial(spec, hp, bucket, hypers[id(group)],
+                                                                                          steps, grad, param, totals)):
+                prepared.append((group, bucket, *trivial))  # one ATen kernel: nothing for the compiler to fuse
+            elif group["fused"]:
                 values, signature = hypers[id(group)]
                 if bucket.count not in steps:
                     steps[bucket.count] = torch.tensor(float(bucket.count + 1), dtype=torch.float64)
@@ -545,6 +557,34 @@ class FlatPlan(SimpleNamespace):
         bucket.graph_note = ""
         return program, inputs
 
+    def hyperparameters(self, spec: Spec, hyper: Callable[[dict], SimpleNamespace], group: dict) -> tuple:
+        """``(hp, inputs, static)`` of a param group: its hyperparameters as the spec sees them; where its
+        buckets run kernels (fused, or the eager graph executor), ``(values, signature)``: the numeric ones
+        as 0-dim tensors (``hyper_inputs``) and their kernel signature, else None; and their static
+        structure (``_static_structure``). Cached while the group holds the very same values (``is``: an lr
+        a scheduler set anew, or a tensor replaced, recomputes)."""
+        raw = [group[h.name] for h in spec.hyperparams]
+        cached = self.__dict__.setdefault("_hypers", {}).get(id(group))
+        if cached is not None and cached[0] is group and CHECKS.same_objects(cached[1], raw):
+            return cached[2]
+        hp = hyper(group)
+        inputs = None
+        if group["fused"] or torch_eager_graph.ENABLED:
+            values = hyper_inputs(spec, hp)[0]
+            inputs = values, tuple(map(_signature, values))
+        self._hypers[id(group)] = group, raw, (hp, inputs, _static_structure(spec, hp))
+        return self._hypers[id(group)][2]
+
+    @classmethod
+    def _trivial(cls, spec: Spec, hp: SimpleNamespace, bucket: Bucket, hypers: tuple, steps: dict, grad, param,
+                 totals: dict | None) -> tuple | None:
+        """(fused=True) The eager graph executor's ``(program, inputs)`` when its update is at most one ATen
+        kernel over the bucket (the plain gradient step): the compiled kernel would make the same single pass
+        behind a per-call wrapper (dynamo's frame and guards, ~30 µs). None: compile."""
+        found = cls._program(spec, hp, bucket, hypers, steps, grad, param, totals)
+        bucket.graph_note = ""  # why the eager executor does not model an update concerns the default path only
+        return found if found is not None and found[0].passes <= 1 else None
+
     def graph_note(self) -> str:
         """Why buckets of this plan ran one kernel per tree operation on the default path ("" if none did)."""
         notes = sorted({b.graph_note for b in self.buckets() if b.graph_note})
@@ -592,20 +632,18 @@ class FlatPlan(SimpleNamespace):
         if not buckets or self.strays or not all(
                 b.direct or (b.single and torch_flat_params.home_of(b.params[0]) is not None) for b in buckets):
             return
+        stepped = {id(p) for b in buckets for p in b.params}
         per_group = []
         for g in groups:
             params = list(g["params"])
             grads = list(map(_GRAD, params))
-            # a one-element tensor compared with == is a value comparison: such groups compare objects with `is`
-            exact = any(x is not None and x.numel() == 1 for x in params + grads)
-            per_group.append((params, grads, exact, _static_structure(spec, hyper(g)), tuple(g.get(o) for o in options)))
-        stepped = [p for b in buckets for p in b.params]
-        grads = list(map(_GRAD, stepped))
+            addresses = [p.data_ptr() if id(p) in stepped else None for p in params]
+            grad_addresses = [x.data_ptr() if id(p) in stepped else None for p, x in zip(params, grads)]
+            per_group.append((params, grads, addresses, grad_addresses, _static_structure(spec, hyper(g)),
+                              tuple(g.get(o) for o in options)))
         entries = [entry for b in buckets for entry in b.entries]
         states, names, values = (list(column) for column in zip(*entries)) if entries else ([], [], [])
-        self.snapshot = SimpleNamespace(groups=per_group, params=stepped, addresses=list(map(_DATA_PTR, stepped)),
-                                        grads=grads, grad_addresses=list(map(_DATA_PTR, grads)),
-                                        states=states, names=names, values=values)
+        self.snapshot = SimpleNamespace(groups=per_group, states=states, names=names, values=values)
 
     def holds(self, spec: Spec, groups: list[dict], hyper: Callable[[dict], SimpleNamespace],
               options: tuple[str, ...]) -> bool:
@@ -615,29 +653,18 @@ class FlatPlan(SimpleNamespace):
         gradient object of each parameter (None included), then the data addresses of the stepped
         parameters and of their gradients (``param.data = ...``, ``grad.data = ...``) and the state entries.
 
-        All of it C-level: ``list == list`` takes an identical item as equal without comparing it, and a
-        different tensor of several elements raises when its ``==`` is taken as a bool (caught: False);
-        groups with a one-element parameter or gradient, whose ``==`` is a value, compare with ``is``."""
+        Each pass over the parameters is one loop of the native checks (``native_checks.CHECKS``; C-level
+        ``map`` passes where no compiler is present)."""
         snapshot = getattr(self, "snapshot", None)
         if (snapshot is None or self.generation != torch_flat_params.generation()
                 or len(groups) != len(snapshot.groups)):
             return False
-        try:
-            for g, (params, grads, exact, static, chosen) in zip(groups, snapshot.groups):
-                live = g["params"]
-                if exact:
-                    same = (len(live) == len(params) and all(map(operator.is_, live, params))
-                            and all(map(operator.is_, map(_GRAD, params), grads)))
-                else:
-                    same = live == params and list(map(_GRAD, params)) == grads
-                if not (same and tuple(g.get(o) for o in options) == chosen
-                        and _static_structure(spec, hyper(g)) == static):
-                    return False
-        except (RuntimeError, TypeError, ValueError):  # Tensor == Tensor of several elements, or of other shapes
-            return False
-        return (list(map(_DATA_PTR, snapshot.params)) == snapshot.addresses
-                and list(map(_DATA_PTR, snapshot.grads)) == snapshot.grad_addresses
-                and all(map(operator.is_, map(dict.get, snapshot.states, snapshot.names), snapshot.values)))
+        for g, (params, grads, addresses, grad_addresses, static, chosen) in zip(groups, snapshot.groups):
+            if not (CHECKS.same_objects(g["params"], params) and CHECKS.views_hold(params, grads, addresses, grad_addresses)
+                    and tuple(g.get(o) for o in options) == chosen
+                    and self.hyperparameters(spec, hyper, g)[2] == static):
+                return False
+        return CHECKS.entries_are(snapshot.states, snapshot.names, snapshot.values)
 
     def held_bytes(self) -> int:
         return sum(b.held_bytes for b in self.buckets())
@@ -882,7 +909,7 @@ class Kernel:
         if self._others is None:
             positions = set(self.positions)
             self._others = [i for i in range(len(inputs)) if i not in positions]
-        return self.loop([inputs[i] for i in self._others], hoisted, target, states)
+        return self.loop(*[inputs[i] for i in self._others], *hoisted, target, *states)
 
 
 _KERNELS: dict[tuple, Any] = {}  # compiled updates (Kernel) and reductions ((names, kernel)), per process
@@ -951,7 +978,11 @@ def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: lis
     prelude, main, positions = split_scalar_prelude(traced)
     single, has_delta, kinds = bucket.in_place, outputs["delta"], outputs["states"]  # single: add to the target in place
 
-    def loop(others, hoisted, target, states):
+    n_others, n_hoisted = len(inputs) - len(positions), len(prelude.graph.find_nodes(op="output")[0].args[0])
+
+    def loop(*flat):
+        others, hoisted = flat[:n_others], flat[n_others:n_others + n_hoisted]
+        target, states = flat[n_others + n_hoisted], flat[n_others + n_hoisted + 1:]
         result = main(*others, *hoisted)
         position = 0
         if has_delta:
@@ -971,8 +1002,7 @@ def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: lis
         return result[position:]
 
     # torch.compile caches per code object: a code object of its own keeps kernels from evicting each other
-    loop.__code__ = loop.__code__.replace(co_name=f"dynopt_{spec.name}_kernel_{len(_KERNELS)}")
-    kernel = Kernel(prelude, positions, torch.compile(loop, dynamic=True, fullgraph=True), family)
+    kernel = Kernel(prelude, positions, DirectCompiled(loop, f"dynopt_{spec.name}_kernel_{len(_KERNELS)}"), family)
     example = _scratch_inputs(inputs)
     _compile_now(spec, "update", lambda: kernel(example, _scratch(real_view(first.detach())),
                                                  example[1 + int(bucket.needs_params):][:len(names)]))

@@ -27,6 +27,7 @@ from typing import Any, Iterable
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
+from .native_checks import CHECKS
 from .torch_ops import is_plain
 
 __all__ = ["FlatParameters", "flatten_parameters", "home_of", "generation"]
@@ -72,9 +73,14 @@ class FlatParameters:
     ``buffers``: one ``SimpleNamespace(device, dtype, data, grad, params)`` per (device, dtype), in
     the order the parameters came; ``params``: the flattened parameters in buffer order."""
 
-    def __init__(self, buffers: list[SimpleNamespace], hooks: list):
+    def __init__(self, buffers: list[SimpleNamespace], hooks: list, homes: list[SimpleNamespace]):
         self.buffers, self._hooks = buffers, hooks
         self.params = [p for b in buffers for p in b.params]
+        # where each parameter and gradient belongs: zero_grad's one-pass check (native_checks.views_hold)
+        self._grads = [home.grad for home in homes]
+        self._addresses = [home.data.data_ptr() for home in homes]
+        self._grad_addresses = [home.grad_ptr for home in homes]
+        self._zeroed: dict[int, int] = {}  # id(buffer) -> the backward (graph task) that zeroed it whole
 
     def __len__(self) -> int:
         return len(self.params)
@@ -105,6 +111,8 @@ class FlatParameters:
         changed = False
         for b in self.buffers:
             b.grad.zero_()
+        if CHECKS.views_hold(self.params, self._grads, self._addresses, self._grad_addresses):
+            return  # every gradient is its view and every parameter in its buffer (one native pass): nothing to re-home
         for p in self.params:
             home = _HOMES.get(p)
             if home is None or home.handle is not self or p.data_ptr() != home.data.data_ptr():
@@ -119,6 +127,22 @@ class FlatParameters:
         if changed:
             _GENERATION[0] += 1
 
+    def zeroed_whole(self, buffer: SimpleNamespace) -> bool:
+        """(In backward, for a parameter of ``buffer`` whose gradient is None.) Whether its piece of the gradient
+        buffer is zero already: at the first such parameter of a backward, if every parameter of the buffer has a
+        None gradient (after ``zero_grad(set_to_none=True)``), the whole buffer is zeroed with one kernel, and the
+        pieces of the others stay zero until their own hook hands them their view. Otherwise (some gradients are
+        held, e.g. accumulated over micro-batches) each piece is zeroed when its parameter gets its view."""
+        task = torch._C._current_graph_task_id() + 1
+        seen = self._zeroed.get(id(buffer), 0)
+        if seen == task or seen == -task:
+            return seen > 0
+        whole = task > 0 and CHECKS.attributes_are(buffer.params, "grad", [None] * len(buffer.params))
+        if whole:
+            buffer.grad.zero_()
+        self._zeroed[id(buffer)] = task if whole else -task
+        return whole
+
     def remove(self) -> None:
         """Stop managing the gradients (the hooks are removed); the parameters keep their current data."""
         for handle in self._hooks:
@@ -127,6 +151,7 @@ class FlatParameters:
         for p in self.params:
             home = _HOMES.get(p)
             if home is not None and home.handle is self:
+                home.active = False
                 del _HOMES[p]
         _GENERATION[0] += 1
 
@@ -146,9 +171,11 @@ def _reattach_hook(param: torch.nn.Parameter, home: SimpleNamespace):
 
     def hook(grad):  # runs before autograd accumulates into param.grad, and in torch.autograd.grad
         p = ref()
-        if (p is not None and p.grad is None and p.data_ptr() == data_ptr and _HOMES.get(p) is home
+        if (p is not None and p.grad is None and home.active and p.data_ptr() == data_ptr
                 and home.grad.data_ptr() == home.grad_ptr and accumulates()):
-            p.grad = home.grad.zero_()  # accumulation then adds in place into the flat gradient buffer
+            if not home.handle.zeroed_whole(home.buffer):
+                home.grad.zero_()
+            p.grad = home.grad  # accumulation then adds in place into the flat gradient buffer
         return None
 
     return hook
@@ -186,7 +213,8 @@ def flatten_parameters(model_or_params: Any, *, reattach_grads: bool = True) -> 
         for p in group:
             n = p.numel()
             home = SimpleNamespace(handle=None, data=data[offset:offset + n].view(p.shape),
-                                   grad=grad[offset:offset + n].view(p.shape))
+                                   grad=grad[offset:offset + n].view(p.shape), buffer=buffers[-1],
+                                   active=True)  # active: managed by its handle (False once released)
             home.grad_ptr, home.grad_slot = home.grad.data_ptr(), (grad, offset)  # where the gradient belongs
             offset += n
             home.data.copy_(p.detach())
@@ -196,7 +224,7 @@ def flatten_parameters(model_or_params: Any, *, reattach_grads: bool = True) -> 
                 home.grad.copy_(had.to_dense() if had.is_sparse else had)
                 p.grad = home.grad
             homes.append((p, home))
-    handle = FlatParameters(buffers, hooks)
+    handle = FlatParameters(buffers, hooks, [home for _, home in homes])
     for p, home in homes:
         home.handle = handle
         _HOMES[p] = home
