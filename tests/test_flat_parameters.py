@@ -479,3 +479,22 @@ def test_reflattening_rebuilds(checks):
     assert rebuilt(seen) == [3, 4] and len(handles) == 1
     assert seen[3][0].direct == len(LAYOUT) and seen[4][0].direct == 1  # 1: the 300 x 300 one, a bucket of its own
     assert_same(ref, got)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_hyperparameter_list_changed_in_place_is_seen(path):
+    """The plan caches a group's hyperparameter inputs while the group holds the very same values; a list changed
+    in place stays the same object, so lists are never cached: betas set as a list and then changed in place
+    give the reference path's numbers (which reads the group afresh at every step)."""
+    init, grads = problem(LAYOUT, steps=6)
+
+    def hook(k, params, opt):
+        group = opt.param_groups[0]
+        if k == 2:
+            group["betas"] = [0.9, 0.999]
+        if k == 4:
+            group["betas"][0] = 0.5
+
+    ref, got, seen = both("Adam", {"lr": 1e-2}, init, grads, hook, **PATHS[path])
+    assert all(e.direct == len(LAYOUT) for e, _ in seen[1:])
+    assert_same(ref, got)

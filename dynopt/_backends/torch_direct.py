@@ -6,7 +6,7 @@ fused step calls one kernel per bucket, so on a model of many large tensors (eac
 or a tiny one that wrapper is most of the step. ``DirectCompiled(fn)`` compiles ``fn(*flat)`` as
 ``torch.compile(fn, dynamic=True, fullgraph=True)`` would (inductor, default options) and remembers the
 graph dynamo captured for each *call pattern*: which arguments are the same object, which sizes are
-0 or 1 (dynamo specializes those), which require grad, and the device. The first call of a pattern goes
+0 or 1 (dynamo specializes those), which require grad, the device and the grad mode. The first call of a pattern goes
 through dynamo (it compiles, or picks a graph by its guards, and the result is that call's); once the
 graph that served it is known, later calls of the same pattern call inductor's compiled function
 directly with the graph's inputs: the arguments it lifted (dynamo names them ``L_flat_<i>_``) and the
@@ -49,10 +49,14 @@ class DirectCompiled:
     def pattern(flat: tuple) -> tuple:
         seen: dict[int, int] = {}
         same = tuple([seen.setdefault(id(x), i) for i, x in enumerate(flat)])
-        return same, tuple([(min(x.numel(), 2) if x.dim() else -1, x.requires_grad) for x in flat]), flat[-1].device
+        return (same, tuple([(min(x.numel(), 2) if x.dim() else -1, x.requires_grad) for x in flat]), flat[-1].device,
+                torch.is_grad_enabled())
 
     def __call__(self, *flat: torch.Tensor) -> Any:
-        key = self.pattern(flat)
+        try:
+            key = self.pattern(flat)
+        except (AttributeError, IndexError):  # an argument that is not a tensor, or none: dynamo decides
+            return self._dynamo(*flat)
         caller = self._callers.get(key)
         if caller is not None:
             self.direct_calls += 1

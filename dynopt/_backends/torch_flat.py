@@ -453,6 +453,13 @@ def _staged(spec: Spec, work: list, totals: dict | None, closure: Callable[[], A
     return prepared
 
 
+def _immutable(value: Any) -> bool:
+    """A hyperparameter value that cannot change while it stays the same object (a tensor changes in place,
+    but the kernels read the tensor itself)."""
+    return (isinstance(value, (int, float, str, type(None), torch.Tensor))
+            or (type(value) is tuple and all(map(_immutable, value))))
+
+
 def _runs_eagerly(bucket: Bucket) -> bool:
     """(fused=True) The bucket's update was found to be one ATen kernel (``FlatPlan._trivial``): the eager
     program runs it, and gathers what it reads as on the default path."""
@@ -499,8 +506,8 @@ class FlatPlan(SimpleNamespace):
             prepared = _staged(spec, work, totals, closure)
             work = []
         for group, hp, bucket, grad, param in work:
-            if group["fused"] and torch_eager_graph.ENABLED and (trivial := self._trivial(spec, hp, bucket, hypers[id(group)],
-                                                                                          steps, grad, param, totals)):
+            if (group["fused"] and bucket.kernel is None and torch_eager_graph.ENABLED
+                    and (trivial := self._trivial(spec, hp, bucket, hypers[id(group)], steps, grad, param, totals))):
                 prepared.append((group, bucket, *trivial))  # one ATen kernel: nothing for the compiler to fuse
             elif group["fused"]:
                 values, signature = hypers[id(group)]
@@ -572,8 +579,10 @@ class FlatPlan(SimpleNamespace):
         if group["fused"] or torch_eager_graph.ENABLED:
             values = hyper_inputs(spec, hp)[0]
             inputs = values, tuple(map(_signature, values))
-        self._hypers[id(group)] = group, raw, (hp, inputs, _static_structure(spec, hp))
-        return self._hypers[id(group)][2]
+        found = hp, inputs, _static_structure(spec, hp)
+        if all(map(_immutable, raw)):  # a list changed in place would be the same object: never cached
+            self._hypers[id(group)] = group, raw, found
+        return found
 
     @classmethod
     def _trivial(cls, spec: Spec, hp: SimpleNamespace, bucket: Bucket, hypers: tuple, steps: dict, grad, param,
