@@ -88,3 +88,16 @@ def test_a_fused_step_skips_dynamo_after_its_first_call_and_a_one_kernel_update_
         else:
             assert bucket.kernel is None and isinstance(bucket.program[1], torch_eager_graph.Program)
             assert bucket.program[1].passes == 1
+
+
+def test_an_input_of_other_strides_goes_back_to_dynamo():
+    """The pattern does not cover strides: a strided gradient fails inductor's size/stride check, which runs before
+    any kernel writes; that call (and the pattern from then on) goes through dynamo, which recompiles for it."""
+    kernel = DirectCompiled(update, "dynopt_test_direct_strides")
+    check(kernel, case(16, False))
+    check(kernel, case(16, False))
+    assert kernel.direct_calls == 1
+    grad, param, state, lr, beta, target = case(16, False)
+    strided = torch.randn(32, dtype=torch.float64)[::2]
+    check(kernel, (strided, param, state, lr, beta, target))
+    assert kernel.direct_calls == 1

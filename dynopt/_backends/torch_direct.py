@@ -59,8 +59,13 @@ class DirectCompiled:
             return self._dynamo(*flat)
         caller = self._callers.get(key)
         if caller is not None:
+            try:
+                result = caller(flat)
+            except AssertionError:  # inductor's size/stride check, made before any kernel writes: dynamo decides
+                self._callers[key] = None
+                return self._dynamo(*flat)
             self.direct_calls += 1
-            return caller(flat)
+            return result
         before = len(self._graphs)
         result = self._dynamo(*flat)
         if key not in self._callers:

@@ -987,7 +987,7 @@ def compiled_kernel(spec: Spec, hp: SimpleNamespace, bucket: Bucket, inputs: lis
     prelude, main, positions = split_scalar_prelude(traced)
     single, has_delta, kinds = bucket.in_place, outputs["delta"], outputs["states"]  # single: add to the target in place
 
-    n_others, n_hoisted = len(inputs) - len(positions), len(prelude.graph.find_nodes(op="output")[0].args[0])
+    n_others, n_hoisted = len(inputs) - len(positions), len(next(n for n in prelude.graph.nodes if n.op == "output").args[0])
 
     def loop(*flat):
         others, hoisted = flat[:n_others], flat[n_others:n_others + n_hoisted]
