@@ -15,8 +15,8 @@ spec on a *flat plan* instead, unless the optimizer was built with ``flat=False`
   parameters of a group whose data, and whose gradients, are consecutive pieces of one buffer each
   (found from the memory alone, ``adjacent_runs``) is a *direct* bucket: it steps views of those
   buffers in place, nothing gathered or scattered. Every step checks that the parameters and
-  gradients are still there (``FlatPlan.holds``, C-level passes; ``Bucket.aliased`` in the full
-  check); the plan is rebuilt when they moved.
+  gradients are still there (``FlatPlan.holds``: native loops, ``native_checks``; ``Bucket.aliased`` in
+  the full check); the plan is rebuilt when they moved.
 * **Reused temporaries** (eager execution). Every intermediate result is written with ``out=`` into
   a buffer of a per-bucket pool that lives across steps; a buffer is free again as soon as the
   tensor handed out for it is garbage. No allocation per step, hence no page faults.
@@ -31,7 +31,9 @@ spec on a *flat plan* instead, unless the optimizer was built with ``flat=False`
   numeric hyperparameters are 0-dim float64 inputs, so schedules never recompile) and compiled
   by ``torch.compile`` (inductor) into one loop that reads the gradient, parameter and state
   once and writes the parameter and state in place. Compiled kernels are cached per process and
-  shared by every optimizer and bucket size. Compilation happens before anything is written.
+  shared by every optimizer and bucket size. Compilation happens before anything is written. From a
+  kernel's second call on, inductor's code is called directly (``torch_direct``), and an update that is
+  one ATen kernel is run by the eager program instead (nothing to fuse).
 
 The plan is cached and rebuilt when the parameters that have gradients, the param groups, the
 hyperparameters' static structure or the state entries change, and after ``load_state_dict``.
@@ -588,8 +590,8 @@ class FlatPlan(SimpleNamespace):
     def _trivial(cls, spec: Spec, hp: SimpleNamespace, bucket: Bucket, hypers: tuple, steps: dict, grad, param,
                  totals: dict | None) -> tuple | None:
         """(fused=True) The eager graph executor's ``(program, inputs)`` when its update is at most one ATen
-        kernel over the bucket (the plain gradient step): the compiled kernel would make the same single pass
-        behind a per-call wrapper (dynamo's frame and guards, ~30 µs). None: compile."""
+        kernel over the bucket (the plain gradient step): there is nothing to fuse, the compiled loop would make
+        the same single pass (slower than ATen's on in-cache sizes) behind its per-call cost. None: compile."""
         found = cls._program(spec, hp, bucket, hypers, steps, grad, param, totals)
         bucket.graph_note = ""  # why the eager executor does not model an update concerns the default path only
         return found if found is not None and found[0].passes <= 1 else None

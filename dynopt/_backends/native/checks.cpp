@@ -41,33 +41,8 @@ static PyObject *attributes_are(PyObject *, PyObject *args) {
     Py_RETURN_TRUE;
 }
 
-// data_ptrs_are(tensors, addresses): tensors[i].data_ptr() == addresses[i] for every i
-static PyObject *data_ptrs_are(PyObject *, PyObject *args) {
-    PyObject *tensors, *addresses;
-    if (!PyArg_ParseTuple(args, "OO", &tensors, &addresses)) return nullptr;
-    if (!two_lists(tensors, addresses) || tensor_data_ptr == nullptr) Py_RETURN_FALSE;
-    for (Py_ssize_t i = 0, n = PyList_GET_SIZE(tensors); i < n; i++) {
-        PyObject *tensor = PyList_GET_ITEM(tensors, i);
-        if (!PyObject_TypeCheck(tensor, tensor_type)) Py_RETURN_FALSE;
-        void *address;
-        try {
-            address = tensor_data_ptr(tensor);
-        } catch (...) {  // a tensor without storage
-            Py_RETURN_FALSE;
-        }
-        void *expected = PyLong_AsVoidPtr(PyList_GET_ITEM(addresses, i));
-        if (expected == nullptr && PyErr_Occurred()) {
-            PyErr_Clear();
-            Py_RETURN_FALSE;
-        }
-        if (address != expected) Py_RETURN_FALSE;
-    }
-    Py_RETURN_TRUE;
-}
-
-// views_hold(tensors, grads, addresses, grad_addresses): in one pass over the tensors (each one's objects
-// are read once, while in cache), for every i: tensors[i].grad is grads[i], and where addresses[i] /
-// grad_addresses[i] is not None, tensors[i].data_ptr() / grads[i].data_ptr() equals it
+// address_is(tensor, expected): expected is None, or tensor.data_ptr() == expected (False for a non-tensor or
+// a tensor torch gives no data pointer for)
 static bool address_is(PyObject *tensor, PyObject *expected) {
     if (expected == Py_None) return true;
     if (!PyObject_TypeCheck(tensor, tensor_type)) return false;
@@ -85,6 +60,21 @@ static bool address_is(PyObject *tensor, PyObject *expected) {
     return address == value;
 }
 
+// data_ptrs_are(tensors, addresses): tensors[i].data_ptr() == addresses[i] for every i
+static PyObject *data_ptrs_are(PyObject *, PyObject *args) {
+    PyObject *tensors, *addresses;
+    if (!PyArg_ParseTuple(args, "OO", &tensors, &addresses)) return nullptr;
+    if (!two_lists(tensors, addresses) || tensor_data_ptr == nullptr) Py_RETURN_FALSE;
+    for (Py_ssize_t i = 0, n = PyList_GET_SIZE(tensors); i < n; i++) {
+        PyObject *expected = PyList_GET_ITEM(addresses, i);
+        if (expected == Py_None || !address_is(PyList_GET_ITEM(tensors, i), expected)) Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+// views_hold(tensors, grads, addresses, grad_addresses): in one pass over the tensors (each one's objects
+// are read once, while in cache), for every i: tensors[i].grad is grads[i], and where addresses[i] /
+// grad_addresses[i] is not None, tensors[i].data_ptr() / grads[i].data_ptr() equals it
 static PyObject *grad_name = nullptr;
 
 static PyObject *views_hold(PyObject *, PyObject *args) {
