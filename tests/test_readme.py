@@ -35,6 +35,10 @@ def run(block: str, **replace: str) -> dict:
         assert block.count(old) == 1, old
         block = block.replace(old, new)
     namespace = {"__name__": "readme"}
+    if "torch.compile" in block:  # as in a fresh process: dynamo's per-code cache limit counts every optimizer
+        import torch  # instance compiled before in this worker (README "Compiling a training step")
+
+        torch._dynamo.reset()
     exec(compile(block, "README.md example", "exec"), namespace)
     return namespace
 

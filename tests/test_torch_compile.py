@@ -38,6 +38,16 @@ NAMES = [spec.name for spec in ZOO if spec.random_seed is None]
 INDUCTOR = ("SGD", "Adam", "MetaAdam", "ASGD")
 
 
+def takes_update_route(spec, hp) -> bool:
+    """Which compiled steps take the few-guard route (``dynopt/_backends/torch_traced.py``: the update traced by
+    AOTAutograd, the tensors collected by ``_init_group``), from the spec's declared properties: no global
+    reductions, random draws, scalar state, state of another shape or multi-stage scheme. Muon is the one spec
+    whose update, given its hyperparameters as 0-dim tensors, reads a value on the host (its check on fake
+    tensors fails): it keeps the inlined route."""
+    return (spec.reductions is None and spec.random_seed is None and spec.state_shape is None
+            and spec.gradient_calls == 1 and not spec.scalars(hp) and spec.name != "Muon")
+
+
 @pytest.fixture(autouse=True)
 def fresh_dynamo():
     torch._dynamo.reset()
@@ -78,6 +88,8 @@ def test_compiled_step_has_no_graph_break(name):
     assert explanation.graph_break_count == 0, reasons
     assert explanation.graph_count == 1, reasons
     assert opt.execution.reason == "traced by torch.compile"
+    covered = takes_update_route(opt.spec, opt._hyper(opt.param_groups[0]))
+    assert opt.execution.traced == ("update" if covered else "inlined")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -136,3 +148,137 @@ def test_step_hooks_run_in_a_compiled_step():
     assert calls == ["pre", "post"] * 3
     assert all(float(opt.state[p]["step"]) == 3 for p in params)
     assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+def run_steps(name: str, compiled_at: tuple, change=None, dtype=torch.float64, steps: int = 6, **kwargs):
+    """Parameters and state after ``steps`` steps of ``name`` (the steps in ``compiled_at`` inside one
+    ``torch.compile``'d function, AOTAutograd's eager backend), ``change(opt, k)`` called before step k."""
+    params = make_params(dtype)
+    opt = getattr(dt, name)(params, **kwargs)
+    compiled = torch.compile(lambda: opt.step(), backend="aot_eager")
+    routes = []
+    for k, g in enumerate(gradients(steps, dtype)):
+        if change is not None:
+            change(opt, k)
+        set_grads(params, g)
+        if k in compiled_at:
+            compiled()
+            routes.append(opt.execution.traced)
+        else:
+            opt.step()
+    return [p.detach().clone() for p in params], [dict(opt.state[p]) for p in params], routes
+
+
+def assert_same_run(a, b) -> None:
+    for x, y in zip(a[0], b[0]):
+        torch.testing.assert_close(y, x, rtol=1e-10, atol=1e-12)
+    for x, y in zip(a[1], b[1]):
+        assert set(x) == set(y)
+        for key in x:
+            torch.testing.assert_close(y[key], x[key], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "Momentum"])
+def test_a_float_lr_changing_every_step_compiles_twice_at_most(name):
+    """A float lr that a schedule changes at every step: the first change recompiles once (dynamo then takes the
+    number as symbolic: the update route passes it as a 0-dim tensor computed from it), never again, and the
+    numbers are the eager steps'."""
+
+    def decay(opt, k):
+        for group in opt.param_groups:
+            group["lr"] = 0.1 * 0.7**k
+
+    eager = run_steps(name, (), decay, lr=0.1)
+    counters.clear()
+    compiled = run_steps(name, (1, 2, 3, 4, 5), decay, lr=0.1)
+    assert compiled[2] == ["update"] * 5
+    assert counters["stats"]["unique_graphs"] <= 2, dict(counters["stats"])
+    assert_same_run(eager, compiled)
+
+
+def test_a_structure_change_under_compile_recompiles_and_steps_as_eager():
+    """Momentum switched on between compiled steps (SGD with momentum 0, then 0.9): the group's guards fail, the
+    new structure has no momentum buffer yet, so that step runs eagerly and creates it (graph breaks, as a first
+    step does), and the following compiled steps take the update route again; every number is the eager run's."""
+
+    def switch(opt, k):
+        if k == 3:
+            opt.param_groups[0]["momentum"] = 0.9
+
+    eager = run_steps("SGD", (), switch, lr=0.1)
+    compiled = run_steps("SGD", (1, 2, 3, 4, 5), switch, lr=0.1)
+    assert compiled[2][:2] == ["update"] * 2 and compiled[2][-1] == "update"
+    assert "momentum_buffer" in compiled[1][0]
+    assert_same_run(eager, compiled)
+
+
+def test_the_inlined_route_gives_the_same_numbers(monkeypatch):
+    """With the update route switched off, a compiled step traces the spec's step itself: same numbers."""
+    from dynopt._backends import torch_traced
+
+    update = run_steps("AdamW", (1, 2, 3), lr=torch.tensor(1e-2, dtype=torch.float64))
+    monkeypatch.setattr(torch_traced, "ENABLED", False)
+    torch._dynamo.reset()
+    inlined = run_steps("AdamW", (1, 2, 3), lr=torch.tensor(1e-2, dtype=torch.float64))
+    assert update[2] == ["update"] * 3 and inlined[2] == ["inlined"] * 3
+    assert_same_run(update, inlined)
+
+
+def test_complex_parameters_and_several_groups_take_the_update_route():
+    """Complex parameters (stepped as real views, as torch.optim does) in two param groups with different
+    hyperparameters: the compiled steps equal the eager ones."""
+
+    def make(compiled_at):
+        gen = torch.Generator().manual_seed(0)
+        z = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.complex128, generator=gen))
+        x = torch.nn.Parameter(torch.randn(3, dtype=torch.float64, generator=gen))
+        opt = dt.Adam([{"params": [z]}, {"params": [x], "lr": 0.05, "betas": (0.8, 0.99)}], lr=0.1)
+        compiled = torch.compile(lambda: opt.step(), backend="aot_eager")
+        for k in range(4):
+            z.grad = torch.full_like(z, (k + 1) * (1 + 0.5j))
+            x.grad = torch.full_like(x, -(k + 1.0))
+            compiled() if k in compiled_at else opt.step()
+        return [z.detach().clone(), x.detach().clone()], [dict(opt.state[z]), dict(opt.state[x])], opt.execution.traced
+
+    eager, compiled = make(()), make((1, 2, 3))
+    assert compiled[2] == "update"
+    assert_same_run(eager, compiled)
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "maximum", "minimum"])
+def test_tensor_scalar_ops_compute_what_the_multi_tensor_ops_compute_with_a_number(op):
+    """The update route's tree operations with a 0-dim tensor scalar (every number is one there) against the
+    reference path's multi-tensor ones with the same scalar as a Python number, on both sides of the operation."""
+    from dynopt._backends.torch_ops import ForeachOps
+    from dynopt._backends.torch_traced import _TensorScalarOps
+
+    gen = torch.Generator().manual_seed(3)
+    xs = [torch.randn(5, generator=gen, dtype=torch.float64) + 2.5, torch.randn(2, 3, generator=gen, dtype=torch.float64)]
+    s = 0.7
+    ours, reference = _TensorScalarOps(), ForeachOps()
+    for got, want in ((ours.binary(op, xs, torch.tensor(s, dtype=torch.float64)), reference.binary(op, xs, s)),
+                      (ours.rbinary(op, torch.tensor(s, dtype=torch.float64), xs),
+                       # max(s, x) = max(x, s): the reference takes a number on the right only
+                       reference.binary(op, xs, s) if op in ("maximum", "minimum") else reference.rbinary(op, s, xs))):
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_compiled_step_right_after_load_state_dict():
+    """An optimizer that never stepped eagerly, its state loaded from a checkpoint: its first step, compiled, takes
+    the update route and equals the eager step of the optimizer the checkpoint came from."""
+    params = make_params(torch.float64)
+    first, second = gradients(2, torch.float64)
+    source = dt.Adam(params, lr=1e-2)
+    set_grads(params, first)
+    source.step()
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    resumed = dt.Adam(copies, lr=1e-2)
+    resumed.load_state_dict(source.state_dict())
+    set_grads(params, second)
+    set_grads(copies, second)
+    source.step()
+    torch.compile(lambda: resumed.step(), backend="aot_eager")()
+    assert resumed.execution.traced == "update"
+    for a, b in zip(params, copies):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)

@@ -45,7 +45,7 @@ import torch
 from ..spec import LR, REGISTRY, VARIANT_FLAGS, Check, Hyper, Namespace, Spec, one_of
 from ..statement import RANDOM
 from ..tree import ZERO, TreeMath, unread
-from . import driver
+from . import driver, torch_traced
 from .common import bind, caller_module, signature
 from .torch_flat import FlatPlan, NeedsLeaves, build_plan, plan_key
 from .torch_ops import FiniteSumOps, ForeachOps, generator_state, is_plain, real_dtype, real_view, unsharded
@@ -74,7 +74,10 @@ _PLAN_OPTIONS = ("fused",)  # the options whose change rebuilds a flat plan (bes
 _LOG = logging.getLogger("dynopt.torch")  # DEBUG: which path each step took and why a flat plan was rebuilt
 
 MATH = TreeMath(ForeachOps())
-_TRACED = SimpleNamespace(path="reference", reason="traced by torch.compile", direct=0)  # opt.execution of such a step
+# opt.execution of a step inside a torch.compile'd function: the update traced by AOTAutograd behind few guards
+# (torch_traced), or the spec's step traced by dynamo itself ("inlined")
+_TRACED = SimpleNamespace(path="reference", reason="traced by torch.compile", direct=0, traced="update")
+_INLINED = SimpleNamespace(path="reference", reason="traced by torch.compile", direct=0, traced="inlined")
 REDUCTIONS = TreeMath(FiniteSumOps())
 
 
@@ -138,6 +141,7 @@ class SpecOptimizer(torch.optim.Optimizer):
                 "of a set changes between runs, so a state_dict could not be mapped back to the parameters"
             )
         super().__init__(params, {**hyper, **options})
+        self.__dict__.setdefault("_status", {"execution": None, "traced": False})  # see ``execution``
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if isinstance(param_group.get("params"), (set, frozenset)):
@@ -167,6 +171,7 @@ class SpecOptimizer(torch.optim.Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._flat = None
+        self.__dict__.setdefault("_status", {"execution": None, "traced": False})
         for group in self.param_groups:  # checkpoints from older versions lack newer options
             for name, value in self.defaults.items():
                 group.setdefault(name, value)
@@ -192,8 +197,11 @@ class SpecOptimizer(torch.optim.Optimizer):
 
     @property
     def execution(self) -> SimpleNamespace:
-        """What the last step ran: ``path`` (``"reference"``, ``"flat"``, ``"fused"``) and ``reason`` (why the
-        reference path ran; ``"traced by torch.compile"`` for a step inside a compiled function)."""
+        """What the last step ran: ``path`` (``"reference"``, ``"flat"``, ``"fused"``), ``reason`` (why the
+        reference path ran; ``"traced by torch.compile"`` for a step inside a compiled function), ``direct`` (how
+        many parameters were stepped in place in flat buffers) and ``traced`` (inside a compiled function:
+        ``"update"``, the update traced behind few guards, or ``"inlined"``, the spec's step traced by dynamo;
+        None for an eager step)."""
         value = self.__dict__.get("_status", {}).get("execution")
         if value is None:
             raise AttributeError(f"{type(self).__name__}.execution: no step yet")
@@ -208,6 +216,13 @@ class SpecOptimizer(torch.optim.Optimizer):
     def step(self, closure=None):
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = None
+        if torch.compiler.is_compiling() and torch_traced.ENABLED:  # inside a torch.compile'd function
+            done, loss = torch_traced.run(self, closure)  # the update traced by AOTAutograd, few guards
+            if done:
+                status = self._status
+                status["traced"] = True  # the eager flat plan's step counts (Python ints) are stale: _flat_plan rebuilds it
+                status["execution"] = _TRACED
+                return loss
         if self.spec.gradient_calls > 1 and closure is None:
             raise ValueError(f"{type(self).__name__} takes {self.spec.gradient_calls} gradients per step (scheme "
                              f"{getattr(self.spec.discretization, 'name', '?')}): call step(closure), with a closure that "
@@ -225,9 +240,10 @@ class SpecOptimizer(torch.optim.Optimizer):
         if plan is not None and self._flat_step(plan, closure):
             self.execution = SimpleNamespace(path="fused" if any(g["fused"] for g in self.param_groups) else "flat",
                                              reason="; ".join(filter(None, (plan.note, plan.graph_note()))),
-                                             direct=plan.direct)  # direct: stepped in flat parameters
+                                             direct=plan.direct, traced=None)  # direct: stepped in flat parameters
             return loss
-        self.execution = SimpleNamespace(path="reference", reason=getattr(self, "_reference_reason", ""), direct=0)
+        self.execution = SimpleNamespace(path="reference", reason=getattr(self, "_reference_reason", ""), direct=0,
+                                         traced=None)
         _LOG.debug("%s: reference path (%s)", type(self).__name__, self.execution.reason)
         with_grads = [(group, self._params_with_grad(index, group)) for index, group in enumerate(self.param_groups)]
         self._flat = None  # the reference path advances step counters a plan keeps as Python ints
@@ -255,13 +271,18 @@ class SpecOptimizer(torch.optim.Optimizer):
             self._share_scalars(committed[0].params[0])
         return loss
 
+    def _init_group(self, group: dict[str, Any], params: list, grads: list, states: list, steps: list) -> tuple | None:
+        """What a step inside a ``torch.compile``'d function steps, as torch.optim's ``_init_group``: dynamo runs it
+        eagerly while tracing (``torch_traced.collect``)."""
+        return torch_traced.collect(self, group, params, grads, states, steps)
+
     def _traceable(self) -> bool:
         """Whether this step can run as one graph under ``torch.compile``: every parameter with a gradient
         has its state (not the first step), a dense plain gradient, and no group asks for ``skip_nonfinite``
         (which reads the host) or a multi-stage scheme (whose stages call the closure). Only Python-level
         facts, which dynamo guards on; otherwise the step runs as in eager mode, with graph breaks."""
-        # _status: made by an eager step; a spec's random draws (torch.Generator states) run eagerly, not traced
-        if self.spec.gradient_calls > 1 or self.spec.random_seed is not None or getattr(self, "_status", None) is None:
+        # a spec's random draws (torch.Generator states) run eagerly, not traced
+        if self.spec.gradient_calls > 1 or self.spec.random_seed is not None:
             return False
         for group in self.param_groups:
             if group[GUARD]:
@@ -303,7 +324,7 @@ class SpecOptimizer(torch.optim.Optimizer):
             commit()
         if buckets and not self.spec.scalars_per_param:
             self._share_scalars(buckets[0].params[0])
-        status["execution"] = _TRACED  # an existing object: dynamo cannot build a SimpleNamespace
+        status["execution"] = _INLINED  # an existing object: dynamo cannot build a SimpleNamespace
 
     def _flat_plan(self) -> FlatPlan | None:
         """The cached flat plan, rebuilt when what it was built for changed; None: run the reference path."""
