@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..spec import Hyper, interval, nonnegative, unit_interval
+from ..spec import Hyper, interval, is_static_zero, nonnegative, unit_interval
 from ..tree import ZERO
 
 __all__ = ["force", "force_jacobian", "relax", "lr_hyper", "momentum_hyper", "WEIGHT_DECAY", "MAXIMIZE", "MAXIMIZE_KW",
@@ -68,3 +68,11 @@ def force_jacobian(hp, hvp, v):
     """J_F·v for the force F = ±∇L + λθ: ±∇²L·v + λv (``hvp`` is the Hessian-vector product of L)."""
     hv = hvp(v)
     return (-hv if getattr(hp, "maximize", False) else hv) + getattr(hp, "weight_decay", 0) * v
+
+
+def buffer_damping(hp, t):
+    """torch's (1 − τ) on the force entering the momentum buffer: none at the first step (b_1 = F) or without
+    momentum, and a literal τ = 0 is no factor at all (with t a tensor, as in a compiled step, the product would
+    otherwise stay a multiplication by 1 in the loop)."""
+    dampening = getattr(hp, "dampening", 0)
+    return 1 if is_static_zero(dampening) else 1 - dampening * (t > 1) * (hp.momentum != 0)

@@ -49,12 +49,11 @@ from __future__ import annotations
 from ..schemes import SemiImplicitEuler
 from ..spec import Hyper, is_static_zero, register, unit_interval
 from ..statement import Drift, Leak, from_statement
-from ._common import MAXIMIZE, WEIGHT_DECAY, force, lr_hyper, momentum_hyper
+from ._common import MAXIMIZE, WEIGHT_DECAY, buffer_damping, force, lr_hyper, momentum_hyper
 
 
 def heavy_ball(o, hp, t, x):
-    # torch starts the buffer at b_1 = g_1, and ignores dampening when momentum is 0
-    damping = 1 - getattr(hp, "dampening", 0) * (t > 1) * (hp.momentum != 0)
+    damping = buffer_damping(hp, t)  # torch: b_1 = F, and no dampening without momentum
     yield Leak("momentum_buffer", hp.momentum, damping * force(hp, x.grad, x.param))  # b ← μb + (1 − τ)F(θ)
     yield Drift("param", -hp.lr * x.momentum_buffer)  # θ ← θ − lr·b
 

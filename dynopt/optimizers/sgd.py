@@ -59,7 +59,7 @@ from ..schemes import SemiImplicitEuler
 from ..spec import Check, Hyper, is_static_zero, nonnegative, register
 from ..statement import Drift, Leak, from_statement
 from . import _optax as optax_args
-from ._common import MAXIMIZE_KW, WEIGHT_DECAY, force, force_jacobian, lr_hyper
+from ._common import MAXIMIZE_KW, WEIGHT_DECAY, buffer_damping, force, force_jacobian, lr_hyper
 from .momentum import modified_field as heavy_ball_modified_field
 from .nesterov import modified_field as nesterov_modified_field
 
@@ -74,7 +74,7 @@ def gradient_flow(o, hp, t, x):
     if plain(hp):
         yield Drift("param", -hp.lr * f)  # θ ← θ − lr·F(θ)
         return
-    damping = 1 - hp.dampening * (t > 1) * (hp.momentum != 0)  # torch: b_1 = F, and no dampening without momentum
+    damping = buffer_damping(hp, t)  # torch: b_1 = F, and no dampening without momentum
     yield Leak("momentum_buffer", hp.momentum, damping * f)  # b ← μb + (1 − τ)F(θ)
     if hp.nesterov:
         yield Drift("param", -hp.lr * (f + hp.momentum * x.momentum_buffer))  # θ ← θ − lr·(F + μb), the look-ahead
