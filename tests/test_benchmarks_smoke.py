@@ -158,3 +158,17 @@ def test_the_flat_iteration_table_runs():
     for _name, _label, med, ratio, step_ratio, k in rows:
         assert all(math.isfinite(med[key]) and med[key] > 0 for key in ("zero", "backward", "step", "total"))
         assert math.isfinite(ratio) and math.isfinite(step_ratio) and k >= 1
+
+
+def test_the_jax_ab_table_runs():
+    """benchmarks/jax_ab.py --fast: a row per layout with finite times and ratios, and both programs' fusion counts
+    (dynopt's SGD state holds a step count: one more scalar fusion than optax's). No timing assertions."""
+    from benchmarks import jax_ab
+
+    lines: list[str] = []
+    rows = jax_ab.main(["--fast", "--layouts", "ad", "--optimizers", "SGD"], out=lines.append)
+    assert [(r["layout"][0], r["optimizer"]) for r in rows] == [("a", "SGD"), ("d", "SGD")]
+    for r in rows:
+        assert _positive(r["dynopt_ms"]) and _positive(r["optax_ms"]) and math.isfinite(r["ratio"])
+        assert r["fusions"][0] >= r["fusions"][1] >= 1
+    assert sum(line.startswith("| ") for line in lines) == 3  # the header and a row per layout
