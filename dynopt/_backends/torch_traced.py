@@ -110,6 +110,10 @@ def collect(opt: Any, group: dict, params: list, grads: list, states: list, step
     their gradients, their state tensors (variable by variable) and step counters, and returns what the traced
     caller needs as a constant (dynamo does not guard a constant): ``(index, numeric)``, the group's recipe and its
     numeric hyperparameters' ``(name, kinds)``; or None (nothing appended) where this route does not cover the group."""
+    for entry in opt.state.values():  # dynamo moved the step counters to the parameters' device before calling this
+        step = entry.get("step")  # (torch.optim's capturable convention); dynopt keeps them on the CPU
+        if isinstance(step, torch.Tensor) and not step.is_cpu:
+            entry["step"] = step.cpu()
     found = _recipe(opt, group)
     if found is None:
         return None
