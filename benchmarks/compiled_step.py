@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/compiled_step.py            # the run recorded in benchmarks/README.md
     .venv/bin/python benchmarks/compiled_step.py --fast     # tiny sizes, 2 rounds
+    .venv/bin/python benchmarks/compiled_step.py --allocations --rounds 3   # and what each compiled step allocates
 
 Method: for each layout and optimizer, ``torch.compile(lambda: opt.step())`` (inductor, default options)
 of a dynopt optimizer built by default (``dynopt.torch.Adam(params, lr=...)``) and of the torch.optim
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--fast", action="store_true", help="tiny sizes, 2 rounds")
     parser.add_argument("--optimizers", default=",".join(PAIRS))
     parser.add_argument("--layouts", default=",".join(LAYOUT_KEYS), help="comma-separated: " + ", ".join(LAYOUT_KEYS))
+    parser.add_argument("--allocations", action="store_true",
+                        help="also the memory each compiled step allocates (torch.profiler, profile_memory=True)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     layouts = FAST_LAYOUTS if args.fast else {LAYOUT_KEYS[k]: LAYOUTS[LAYOUT_KEYS[k]] for k in args.layouts.split(",")}
@@ -111,11 +114,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
             row = {"layout": layout, "optimizer": name, "dynopt_ms": 1e3 * statistics.median(times["dynopt"]),
                    "torch_ms": 1e3 * statistics.median(times["torch"]), "ratio": statistics.median(ratios),
                    "ratio_min": min(ratios), "ratio_max": max(ratios), "compile_s": compile_s}
+            if args.allocations:
+                row["largest_allocation_bytes"] = {kind: largest_allocation(steps[kind]) for kind in steps}
             rows.append(row)
             print(f"| {layout} | {name} | {row['dynopt_ms']:.3f} | {row['torch_ms']:.3f} | {row['ratio']:.2f} | "
                   f"{row['ratio_min']:.2f}-{row['ratio_max']:.2f} | {compile_s['dynopt']:.1f} / {compile_s['torch']:.1f} |",
                   flush=True)
+    if args.allocations:
+        print("\nlargest allocation of 5 compiled steps, bytes (dynopt / torch.optim):")
+        for row in rows:
+            sizes = row["largest_allocation_bytes"]
+            print(f"  {row['layout']} {row['optimizer']}: {sizes['dynopt']} / {sizes['torch']}")
     return rows
+
+
+def largest_allocation(step) -> int:
+    """The largest single allocation (bytes) torch.profiler records over 5 calls of ``step``."""
+    with torch.profiler.profile(profile_memory=True) as prof:
+        for _ in range(5):
+            step()
+    return max([event.cpu_memory_usage for event in prof.events()] + [0])
 
 
 if __name__ == "__main__":

@@ -172,3 +172,20 @@ def test_the_jax_ab_table_runs():
         assert _positive(r["dynopt_ms"]) and _positive(r["optax_ms"]) and math.isfinite(r["ratio"])
         assert r["fusions"][0] >= r["fusions"][1] >= 1
     assert sum(line.startswith("| ") for line in lines) == 3  # the header and a row per layout
+
+
+def test_the_compiled_step_table_runs():
+    """benchmarks/compiled_step.py --fast --allocations: a row with both compiled steps timed and the largest
+    allocation of each (dynopt's compiled step allocates nothing parameter-sized: the tiny MLP's smallest
+    parameter has 16 float32 entries, 64 bytes). No timing assertions."""
+    import torch
+
+    from benchmarks import compiled_step
+
+    torch._dynamo.reset()
+    rows = compiled_step.main(["--fast", "--optimizers", "SGD,Adam", "--allocations"])
+    torch._dynamo.reset()
+    assert [r["optimizer"] for r in rows] == ["SGD", "Adam"]
+    for r in rows:
+        assert _positive(r["dynopt_ms"]) and _positive(r["torch_ms"]) and math.isfinite(r["ratio"])
+        assert 0 <= r["largest_allocation_bytes"]["dynopt"] < 64, r
