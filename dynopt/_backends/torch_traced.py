@@ -148,7 +148,10 @@ def _recipe(opt: Any, group: dict) -> Recipe | None:
             return None  # state not created yet (the first step), or a tensor this route does not take
         kinds.add((p.dtype, p.dim()))
     key = (id(spec), hypers, found, names, tuple(sorted(kinds, key=str)))
-    index = _INDEX.get(key)
+    try:
+        index = _INDEX.get(key)
+    except TypeError:  # a static hyperparameter given as an unhashable value (a list): not covered
+        return None
     if index is not None and _RECIPES[index].spec is spec:  # (an id of a spec garbage-collected since: made anew)
         known = _RECIPES[index]
         return known if known.usable else None
