@@ -34,6 +34,7 @@ import torch
 from ..spec import Namespace
 from ..tree import ZERO, TreeMath, unread
 from . import driver
+from .torch_flat import FlatOps
 from .torch_ops import ForeachOps, is_plain, real_dtype, real_view
 
 __all__ = ["ENABLED", "Recipe", "collect", "run"]
@@ -41,27 +42,23 @@ __all__ = ["ENABLED", "Recipe", "collect", "run"]
 ENABLED = True  # False: a compiled step always traces the spec's step itself (inlined: many guards)
 GUARD = "skip_nonfinite"
 _LOG = logging.getLogger("dynopt.torch")
-_PER_TENSOR = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "maximum": torch.clamp_min,
-               "minimum": torch.clamp_max}
+_LEAF = FlatOps()  # one-leaf tree operations, a 0-dim tensor operand taken as a tensor
 
 
 class _TensorScalarOps(ForeachOps):
     """``ForeachOps`` where a scalar operand is a 0-dim tensor (here every number is one, see ``_as_input``): the
-    per-tensor op, since a multi-tensor kernel takes a tensor scalar by reading it on the host."""
+    one-leaf ops of the flat buckets, leaf by leaf, since a multi-tensor kernel takes a tensor scalar by reading it
+    on the host."""
 
     def binary(self, op, xs, ys):
         if isinstance(ys, torch.Tensor):
-            return [_PER_TENSOR[op](x, ys) for x in xs]
+            return [_LEAF.binary(op, [x], ys)[0] for x in xs]
         return super().binary(op, xs, ys)
 
     def rbinary(self, op, s, xs):
-        if not isinstance(s, torch.Tensor):
-            return super().rbinary(op, s, xs)
-        if op == "sub":  # s − x == (−x) + s exactly, as the other paths compute it
-            return [torch.neg(x).add_(s) for x in xs]
-        if op in ("add", "mul", "maximum", "minimum"):
-            return [_PER_TENSOR[op](x, s) for x in xs]
-        return [_PER_TENSOR[op](s, x) for x in xs]
+        if isinstance(s, torch.Tensor):
+            return [_LEAF.rbinary(op, s, [x])[0] for x in xs]
+        return super().rbinary(op, s, xs)
 
 
 MATH = TreeMath(_TensorScalarOps())
