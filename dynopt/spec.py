@@ -338,6 +338,9 @@ class Spec:
             closure, across every param group at once).
         micro_steps: calls per optimizer step (``dynopt.accumulate``); schedules are evaluated at
             ``count // micro_steps``.
+        meta_defaults: defaults of :func:`dynopt.meta_step`'s hyperparameters when it wraps this optimizer,
+            where the generic ones do not carry (``{"meta_lr": 0.4, "initial_scale": 0.03}`` for Lion and
+            Rprop, whose fixed-size sign steps move the scale's alignment little); the meta step checks them.
         implies: settings this optimizer does not take as hyperparameters but that checkpoints of
             other optimizers carry (torch.optim's flags), with the value under which they mean this
             optimizer: ``{"nesterov": False}`` for heavy-ball momentum, ``{"decoupled_weight_decay":
@@ -417,6 +420,7 @@ class Spec:
     gradient_calls: int = 1
     micro_steps: int = 1
     implies: Any = ()
+    meta_defaults: Any = ()
     counts_steps: Callable[[SimpleNamespace], bool] = field(default=lambda hp: True)
     sparse_grads: bool = False
     constraints: Callable[[Mapping[str, Any]], tuple[str, str] | None] | None = None
@@ -440,6 +444,8 @@ class Spec:
                 raise ValueError(f"Spec {self.name!r}: {name!r} is reserved and cannot be a hyperparameter")
         if not self.jax_name:
             object.__setattr__(self, "jax_name", self.name.lower())
+        meta = self.meta_defaults.items() if isinstance(self.meta_defaults, Mapping) else self.meta_defaults
+        object.__setattr__(self, "meta_defaults", tuple(sorted((str(k), v) for k, v in meta)))
         pairs = self.implies.items() if isinstance(self.implies, Mapping) else self.implies
         object.__setattr__(self, "implies", tuple(sorted((str(k), v) for k, v in pairs)))
         clash = [k for k, _ in self.implies if k in names]

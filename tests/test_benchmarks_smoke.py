@@ -189,3 +189,26 @@ def test_the_compiled_step_table_runs():
     for r in rows:
         assert _positive(r["dynopt_ms"]) and _positive(r["torch_ms"]) and math.isfinite(r["ratio"])
         assert 0 <= r["largest_allocation_bytes"]["dynopt"] < 64, r
+
+
+def test_the_meta_step_table_runs():
+    """benchmarks/meta_step_time.py --fast: a row per engine and base with finite times, and the passes each compiled
+    program makes over the tensor (XLA:CPU: one loop per output, plus a dot per sum; torch: the reductions and the
+    update as two compiled graphs). No timing assertions."""
+    import torch
+
+    from benchmarks import meta_step_time
+
+    torch._dynamo.reset()
+    lines: list[str] = []
+    rows = meta_step_time.main(["--fast"], out=lines.append)
+    torch._dynamo.reset()
+    assert [(r["engine"], r["base"]) for r in rows] == [("JAX", "SGD"), ("JAX", "Adam"), ("torch fused", "SGD"),
+                                                        ("torch fused", "Adam")]
+    for r in rows:
+        assert _positive(r["meta_ms"]) and _positive(r["base_ms"]) and math.isfinite(r["ratio"])
+    jax_sgd, jax_adam, torch_sgd, torch_adam = (r["passes"] for r in rows)
+    assert jax_sgd == ({"loops": 3, "dots": 5}, {"loops": 1, "dots": 0})  # θ, u, D; the five sums; optax: θ
+    assert jax_adam[0]["dots"] == 5 and jax_adam[0]["loops"] > jax_adam[1]["loops"] >= 3
+    assert torch_sgd == ({"compiled": 2}, {"compiled": 0}) and torch_adam == ({"compiled": 2}, {"compiled": 1})
+    assert sum(line.startswith("| ") for line in lines) == 5  # the header and a row per pair

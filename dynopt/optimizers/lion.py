@@ -54,7 +54,7 @@ from ..schemes import SemiImplicitEuler
 from ..spec import Hyper, interval, is_static_zero, nonnegative, register
 from ..statement import Drift, Relax, from_statement
 from . import _optax as optax_args
-from ._common import lr_hyper
+from ._common import SIGN_STEP_META, lr_hyper
 
 WEIGHT = interval(0.0, 1.0, high_open=False)  # [0, 1]
 B1 = Hyper("b1", 0.9, "β₁: the weight of the average in the signed direction β₁m + (1 − β₁)g", WEIGHT)
@@ -97,5 +97,6 @@ lion = register(
         hyper_map="h = lr, c₂ = (1 − β₂)/lr",
         doc=__doc__,
         optax=(OPTAX_LION,),
+        meta_defaults=SIGN_STEP_META,
     )
 )

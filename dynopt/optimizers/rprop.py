@@ -49,7 +49,7 @@ from ..schemes import SemiImplicitEuler
 from ..spec import Hyper, interval, register
 from ..statement import Drift, Relax, from_statement
 from . import _optax as optax_args
-from ._common import MAXIMIZE_KW, lr_hyper
+from ._common import MAXIMIZE_KW, SIGN_STEP_META, lr_hyper
 
 
 def initial_state(o, hp, param):
@@ -136,5 +136,6 @@ rprop = register(
         hyper_map="h = lr, s = h·σ, η± = 1 ± O(h)",
         doc=__doc__,
         optax=(OPTAX_RPROP,),
+        meta_defaults=SIGN_STEP_META,
     )
 )
