@@ -340,7 +340,8 @@ class Spec:
             ``count // micro_steps``.
         meta_defaults: defaults of :func:`dynopt.meta_step`'s hyperparameters when it wraps this optimizer,
             where the generic ones do not carry (``{"meta_lr": 0.4, "initial_scale": 0.03}`` for Lion and
-            Rprop, whose fixed-size sign steps move the scale's alignment little); the meta step checks them.
+            Rprop, whose fixed-size sign steps move the scale's alignment little; ``{"initial_scale": 0.1}`` for
+            NesterovSBC); the meta step checks them.
         implies: settings this optimizer does not take as hyperparameters but that checkpoints of
             other optimizers carry (torch.optim's flags), with the value under which they mean this
             optimizer: ``{"nesterov": False}`` for heavy-ball momentum, ``{"decoupled_weight_decay":

@@ -89,7 +89,7 @@ A base may declare its own defaults for the meta step (``Spec.meta_defaults``), 
 sets them for any base: Lion and Rprop, sign methods whose fixed-size steps keep the alignment small (trace cosines
 about −0.01 for Rprop on minibatches, +0.01 … +0.08 for Lion once its step is too large), take γ_s = 0.4 and
 s₀ = 0.03 (with the generic ones: worst gap 0.138 for Rprop, and 1.88× Lion's best MLP loss; with theirs 0.027 and
-1.17×).
+1.17×); NesterovSBC, whose momentum runs on the step count from the first step, starts from s₀ = 0.1 (1.30× → 1.14×).
 
 Param groups (torch): s is one scalar for every param group, so the hyperparameters that drive it
 (``meta_lr``, ``rule``, ``shrink_lr``, ``brake_cos``, ``max_log_step``, ``scale_range``,
@@ -363,6 +363,8 @@ def meta_step(base: Spec, **defaults) -> Spec:
         group_keys=base.group_keys,
         state_shape=base.state_shape,  # the base's state of its own shape (Adafactor's factors); the meta state: θ's
         complex_params=base.complex_params,
+        random_seed=base.random_seed,  # a base that draws noise (NoisySGD) keeps its random stream
+        smooth=base.smooth,
         ode=f"{base.ode}; θ' scaled by s·p, D' = θ'/s − ((1 − ρ)/h)·D, (log s)' = −(γ/h)·cos(∇L, D)",
         scheme=f"{base.name} step × s·p; log s ← log s − γ·cos(g_t, D_{{t−1}}), D ← ρD + u",
         hyper_map=f"{base.hyper_map}; s₀ = initial_scale, p₀ = 1, γ_s = meta_lr, ρ = trace_decay",

@@ -444,6 +444,7 @@ muon = register(
         counts_steps=lambda hp: False,  # torch.optim.Muon keeps no step counter
         complex_params=False,
         smooth=lambda hp: False,  # a polar factor (a matrix sign), computed in bfloat16
+        decoupled_decay=lambda hp: True,  # θ ← θ(1 − lr·λ) beside the step (the meta step leaves it out of its alignment)
         ode="θ' = −ρ·polar(b̃) − λθ, b' = c(∇L − b) (steepest descent under the spectral norm)",
         hyper_map="h = lr, c = (1 − μ)/lr",
         doc=__doc__,

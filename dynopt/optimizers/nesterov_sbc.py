@@ -78,6 +78,10 @@ nesterov_sbc = register(
         hyper_map="s = lr, t = k·√s",
         doc=__doc__,
         jax_name="nesterov_sbc",
+        # dynopt.meta_step's first scale: the momentum (k−1)/(k+2) runs on the step count from the first step, so a
+        # warm-up from s₀ = 0.01 spends the low-momentum steps at tiny steps (minibatch MLP on digits, worst loss over
+        # lr 1e-4 … 1: 1.30× the base's best with s₀ = 0.01, 1.14× with 0.1; README, "Meta-learned step size")
+        meta_defaults={"initial_scale": 0.1},
     )
 )
 
