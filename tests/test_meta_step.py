@@ -627,7 +627,7 @@ def test_a_reversed_range_is_refused_naming_the_argument_and_value(name):
 
 def test_meta_defaults_come_from_the_caller_then_the_base_then_the_generic_ones():
     """``meta_step(spec, **defaults)`` replaces the meta step's defaults; without them a base's ``meta_defaults``
-    (Lion, Rprop) apply, else the generic ones. The defaults reach every backend's signature and its first step
+    (Lion, Rprop, NesterovSBC) apply, else the generic ones. The defaults reach every backend's signature and its first step
     (s₀ × the base's step). Unknown names raise TypeError and bad values ValueError, naming them."""
     generic = dynopt.meta_step(dynopt.adam).defaults
     assert (generic["meta_lr"], generic["initial_scale"]) == (0.07, 0.01)
@@ -637,6 +637,8 @@ def test_meta_defaults_come_from_the_caller_then_the_base_then_the_generic_ones(
         others = {k: v for k, v in spec.defaults.items() if k in generic and k not in base.defaults}
         assert others == {k: v for k, v in generic.items() if k not in dynopt.adam.defaults} | {
             "meta_lr": 0.4, "initial_scale": 0.03}
+    sbc = dynopt.meta_step(dynopt.nesterov_sbc).defaults
+    assert (sbc["meta_lr"], sbc["initial_scale"]) == (0.07, 0.1)
     chosen = dynopt.meta_step(dynopt.lion, initial_scale=0.5)
     assert (chosen.defaults["meta_lr"], chosen.defaults["initial_scale"]) == (0.4, 0.5)
     assert dynopt.meta_step(dynopt.sgd, meta_lr=0.2).defaults["meta_lr"] == 0.2
@@ -768,10 +770,11 @@ OTHER_BASES = ["AdamW", "RAdam", "Adamax", "Adagrad", "Adadelta", "NAdam", "ASGD
 @pytest.mark.parametrize("name", INSENSITIVE + [f"Meta{b}" for b in OTHER_BASES])
 def test_defaults_are_insensitive_to_the_initial_lr_on_minibatch_digits(digits_problem, name):
     """Softmax regression: the worst final gap to L* over lr ∈ {1e-4, …, 1} is at most 0.1 (measured with
-    seed 0: at most 0.06 for every wrapper, 0.011 for all but Lamb, Rprop and SignSGD; the old defaults reached 1.2 for
-    MetaAdam). The MLP 64-32-10 (tanh): the worst final loss over the grid is within 1.2× of the base's best over the
-    same grid (measured: at most 1.17×, Lion's, and 1.08× for the others; old defaults up to 106×). MetaAdamW's hypergradient leaves the decoupled
-    decay out: with it, the scale fell to the floor (worst gap 0.052, MLP 1.78×)."""
+    seed 0: at most 0.06 for every wrapper, 0.012 for all but Lamb 0.057, Rprop 0.027, SignSGD 0.022 and NoisySGD
+    0.021; the old defaults reached 1.2 for MetaAdam). The MLP 64-32-10 (tanh): the worst final loss over the grid is
+    within 1.2× of the base's best over the same grid (measured: at most 1.17× (Lion), 1.14× (NesterovSBC) and 1.08×
+    for the others; old defaults up to 106×). MetaAdamW's hypergradient leaves the decoupled decay out: with it, the
+    scale fell to the floor (worst gap 0.052, MLP 1.78×)."""
     problems, indices = digits_problem
     base = dynopt.REGISTRY[name.removeprefix("Meta")]
     spec = dynopt.REGISTRY.get(name) or dynopt.meta_step(base)

@@ -206,7 +206,7 @@ def meta_step(base: Spec, **defaults) -> Spec:
     """Wrap ``base`` with a meta-learned global step scale s and optional per-coordinate gains p.
 
     ``defaults`` replace the meta step's defaults (``meta_step(spec, meta_lr=0.2)``), which are otherwise the
-    base's ``meta_defaults`` where it declares some (Lion, Rprop) and the generic ones."""
+    base's ``meta_defaults`` where it declares some (Lion, Rprop, NesterovSBC) and the generic ones."""
     meta_hyper = meta_hyperparams(base, defaults)
 
     def with_gains(hp) -> bool:
