@@ -1,6 +1,6 @@
 """The meta step's cost over its base optimizer on one large tensor, JAX and torch, interleaved (issue 13, part 5).
 
-    .venv/bin/python benchmarks/meta_step_time.py            # one 16M float32 tensor, 15 rounds (~2 min)
+    .venv/bin/python benchmarks/meta_step_time.py            # one 16M float32 tensor, 15 rounds (~1 min)
     .venv/bin/python benchmarks/meta_step_time.py --fast     # 64k elements, 2 rounds: the smoke test
 
 Method: four pairs, each a meta step and its base on the same parameter and gradient: ``dynopt.jax.meta_sgd``
