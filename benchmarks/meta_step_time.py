@@ -23,7 +23,6 @@ XLA:CPU, and its dot fusions); for torch, the compiled graphs called per step.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import sys
@@ -34,41 +33,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.jax_ab import compiled_step  # noqa: E402
+from benchmarks.step_time import _setup_threads  # noqa: E402
+
 FLOORS = {"SGD": (12, 36), "Adam": (28, 52)}  # bytes per element: base, meta step (two passes), float32
-
-
-def _single_thread_xla() -> None:
-    if "jax" not in sys.modules:  # as step_time.py: the flags only take effect before XLA starts
-        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
 
 
 def _jax_runner(transform, n: int):
     """A compiled, donated step of ``transform`` on one n-element float32 leaf: (run(k) -> seconds per step, the passes
     over the leaf in the compiled program: its loop fusions and its dot fusions)."""
-    import jax
     import jax.numpy as jnp
     import numpy as np
-    import optax
 
     rng = np.random.default_rng(0)
     params = {"w": jnp.asarray(rng.uniform(0.5, 1.5, n).astype(np.float32))}
     grads = {"w": jnp.asarray(rng.normal(0.0, 1e-3, n).astype(np.float32))}
-
-    def step(p, s, g):
-        updates, s = transform.update(g, s, p)
-        return optax.apply_updates(p, updates), s
-
-    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, transform.init(params), grads).compile()
-    box = [params, transform.init(params)]
-
-    def run(k: int) -> float:
-        start = time.perf_counter()
-        for _ in range(k):
-            box[0], box[1] = compiled(box[0], box[1], grads)
-        jax.block_until_ready(box)
-        return (time.perf_counter() - start) / k
-
+    run, compiled = compiled_step(transform, params, grads)
     text = compiled.as_text()
     entry = text[text.index("ENTRY"):]
     big = f"f32[{n}]"  # the passes over the leaf, not the scalar fusions
@@ -116,14 +96,12 @@ def main(argv: list[str] | None = None, out=print) -> list[dict]:
     parser.add_argument("--fast", action="store_true", help="64k elements, 2 rounds")
     args = parser.parse_args(argv)
     n, rounds, min_sample = (1 << 16, 2, 0.005) if args.fast else (args.numel, args.rounds, args.min_sample)
-    _single_thread_xla()
+    _setup_threads(1)
     import optax
-    import torch
 
     import dynopt.jax as dj
     import dynopt.torch as dt
 
-    torch.set_num_threads(1)
     pairs = {("JAX", "SGD"): (dj.meta_sgd(1e-3), optax.sgd(1e-3)), ("JAX", "Adam"): (dj.meta_adam(1e-3), optax.adam(1e-3)),
              ("torch fused", "SGD"): (dt.MetaSGD, dt.SGD), ("torch fused", "Adam"): (dt.MetaAdam, dt.Adam)}
     runs, shape = {}, {}
