@@ -164,6 +164,9 @@ class Hyper:
     ``eps=(None, 1e-3)``: None stands for a value the spec picks at the step); a None item is not checked.
     ``schedule``: the value may also be a schedule, a callable of the step count evaluated at every step as the
     learning rate's is (optax.contrib.muon's ``adam_learning_rate``); the learning rate always may be one.
+    ``formerly``: the names this hyperparameter had in an earlier release, one per item of a tuple (``betas`` was
+    ``b1`` and ``b2`` in dynopt.torch.Lion): passing one raises TypeError with the migration, and a torch param group
+    saved with them loads as this hyperparameter.
     """
 
     name: str
@@ -178,6 +181,7 @@ class Hyper:
     keyword_only: bool = False
     optional: tuple[int, ...] = ()
     schedule: bool = False
+    formerly: tuple[str, ...] = ()
 
     def message(self, value: Any, reason: str) -> str:
         label = self.label or f"{self.name} value"
@@ -462,6 +466,36 @@ class Spec:
     @property
     def defaults(self) -> dict[str, Any]:
         return {h.name: h.default for h in self.hyperparams}
+
+    @functools.cached_property
+    def former_names(self) -> dict[str, Hyper]:
+        """The names hyperparameters had in an earlier release (``Hyper.formerly``), each to its hyperparameter."""
+        return {old: h for h in self.hyperparams for old in h.formerly if old not in self.defaults}
+
+    def refuse_former_names(self, owner: str, arguments: Mapping[str, Any]) -> None:
+        """TypeError with the migration when ``arguments`` (a call's keywords) use a former name of a hyperparameter:
+        ``Lion got b1=0.95: b1 and b2 were renamed to torch.optim's 'betas'; pass betas=(0.95, 0.99)``."""
+        used = [name for name in arguments if name in self.former_names]
+        if not used:
+            return
+        h = self.former_names[used[0]]
+        values = tuple(arguments.get(old, default) for old, default in
+                       zip(h.formerly, h.default if h.length else (h.default,)))
+        new = values if h.length else values[0]
+        given = ", ".join(f"{name}={arguments[name]!r}" for name in used)
+        were = "were" if len(h.formerly) > 1 else "was"
+        raise TypeError(f"{owner} got {given}: {' and '.join(h.formerly)} {were} renamed to torch.optim's {h.name!r}; "
+                        f"pass {h.name}={new!r}")
+
+    def upgrade_group(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        """A saved torch param group with hyperparameters under their former names (``Hyper.formerly``) given their
+        current names: ``{"b1": 0.9, "b2": 0.99}`` becomes ``{"betas": (0.9, 0.99)}``."""
+        group = dict(group)
+        for h in self.hyperparams:
+            if h.formerly and h.name not in group and all(old in group for old in h.formerly):
+                values = tuple(group.pop(old) for old in h.formerly)
+                group[h.name] = values if h.length else values[0]
+        return group
 
     def validate(self, hp: Mapping[str, Any], is_concrete: Callable[[Any], bool] = lambda v: True) -> None:
         """Check every hyperparameter in ``hp``; unknown names raise TypeError."""

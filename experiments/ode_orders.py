@@ -110,11 +110,11 @@ BASE_SCALINGS: dict[str, tuple[Callable[[float], dict], Callable[[float], dict] 
     "Rprop": (lambda h: {"lr": h, "etas": (1 - h / 2, 1 + h), "step_sizes": (1e-6 * h, 50 * h), "maximize": True}, None),
     "ASGD": (lambda h: {"lr": h, "lambd": 0.5, "t0": 0.3 / h}, None),
     # optax's zoo: the scalings of tests/test_ode.py (T = 0.5 is before the sign flows' first switching surface)
-    "Lion": (lambda h: {"lr": h, "b1": 0.9, "b2": 1 - C1 * h, "weight_decay": 0.5}, None),
-    "AdaBelief": (lambda h: {"lr": h, "b1": 1 - C1 * h, "b2": 1 - C2 * h, "eps": 0.5, "eps_root": 1e-3 * h}, None),
-    "Yogi": (lambda h: {"lr": h, "b1": 1 - C1 * h, "b2": 1 - h / 2, "eps": 1e-3},
+    "Lion": (lambda h: {"lr": h, "betas": (0.9, 1 - C1 * h), "weight_decay": 0.5}, None),
+    "AdaBelief": (lambda h: {"lr": h, "betas": (1 - C1 * h, 1 - C2 * h), "eps": 0.5, "eps_root": 1e-3 * h}, None),
+    "Yogi": (lambda h: {"lr": h, "betas": (1 - C1 * h, 1 - h / 2), "eps": 1e-3},
              lambda h: {"exp_avg_sq": [10 * toy_grad([THETA0])[0] ** 2]}),  # sign(v − g²) = +1: the smooth regime
-    "Lamb": (lambda h: {"lr": h, "b1": 1 - C1 * h, "b2": 1 - C2 * h, "eps": 1e-3, "weight_decay": 0.5}, None),
+    "Lamb": (lambda h: {"lr": h, "betas": (1 - C1 * h, 1 - C2 * h), "eps": 1e-3, "weight_decay": 0.5}, None),
     "Lars": (lambda h: {"lr": h * h, "momentum": 1 - GAMMA * h, "weight_decay": 0.1, "trust_coefficient": 1.0}, None),
     # the drift of its SDE, the noise off (its noise: tests/test_optax_noisy_muon.py)
     "NoisySGD": (lambda h: {"lr": h, "eta": 0.0}, None),

@@ -104,9 +104,6 @@ RANDOM = {
     "lambd": lambda rng: float(10 ** rng.uniform(-4, -1)),
     "t0": lambda rng: float(rng.integers(0, 150)),  # averaging starts within the 200 steps
     "ns_coefficients": lambda rng: tuple(float(x + rng.uniform(-0.05, 0.05)) for x in (3.4445, -4.7750, 2.0315)),
-    "b1": lambda rng: float(rng.uniform(0.5, 0.95)),  # optax's separate decays (Lion, AdaBelief, Yogi, LAMB)
-    "b2": lambda rng: float(rng.uniform(0.9, 0.9999)),
-    "beta": lambda rng: float(rng.uniform(0.5, 0.95)),  # Signum
     "eps_root": lambda rng: float(10 ** rng.uniform(-16, -8)),
     "trust_coefficient": lambda rng: float(10 ** rng.uniform(-3, 0)),  # LARS
     "beta2_decay": lambda rng: float(rng.uniform(-1.0, -0.5)),  # Adafactor

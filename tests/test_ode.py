@@ -118,16 +118,16 @@ SCALING["NesterovSBC"] = [("", lambda h: {"lr": h * h}, None)]  # s = h²: the O
 # optax's zoo (tests/test_zoo_optax_new.py). The sign flows move each coordinate at unit speed: from THETA0 = (1.5, 1)
 # y reaches its switching surface y = 0 at τ = 1, so they run to τ = 0.5 (no sign changes, the smooth piece).
 SCALING["SignSGD"] = [("", lambda h: {"lr": h}, None)]
-SCALING["Signum"] = [("", lambda h: {"lr": h, "beta": 1 - C1 * h}, None)]
+SCALING["Signum"] = [("", lambda h: {"lr": h, "momentum": 1 - C1 * h}, None)]
 # β₁ is an interpolation weight (fixed), c₂ = (1 − β₂)/h a rate; the decay −λθ is the smooth part Euler errs on
-SCALING["Lion"] = [("", lambda h: {"lr": h, "b1": 0.9, "b2": 1 - C1 * h, "weight_decay": 0.5}, None)]
+SCALING["Lion"] = [("", lambda h: {"lr": h, "betas": (0.9, 1 - C1 * h), "weight_decay": 0.5}, None)]
 # ε = 0.5: once m ≈ ∇L the belief ŝ is small and the step ~ |m̂|/ε (ε = 1e-3 would be a stiff 1/ε speed-up)
-SCALING["AdaBelief"] = [("", lambda h: {"lr": h, "b1": 1 - C1 * h, "b2": 1 - C2 * h, "eps": 0.5, "eps_root": 1e-3 * h},
+SCALING["AdaBelief"] = [("", lambda h: {"lr": h, "betas": (1 - C1 * h, 1 - C2 * h), "eps": 0.5, "eps_root": 1e-3 * h},
                          None)]
 # v₀ = 10∇L² decaying at rate c₂∇L² (c₂ = 1/2): sign(v − ∇L²) stays +1 up to τ = 1, the smooth regime
-SCALING["Yogi"] = [("", lambda h: {"lr": h, "b1": 1 - C1 * h, "b2": 1 - h / 2, "eps": 1e-3},
+SCALING["Yogi"] = [("", lambda h: {"lr": h, "betas": (1 - C1 * h, 1 - h / 2), "eps": 1e-3},
                     lambda g: {"exp_avg_sq": [10 * g * g]})]
-SCALING["Lamb"] = [("", lambda h: {"lr": h, "b1": 1 - C1 * h, "b2": 1 - C2 * h, "eps": 1e-3, "weight_decay": 0.5}, None)]
+SCALING["Lamb"] = [("", lambda h: {"lr": h, "betas": (1 - C1 * h, 1 - C2 * h), "eps": 1e-3, "weight_decay": 0.5}, None)]
 SCALING["Lars"] = [
     ("", lambda h: {"lr": h * h, "momentum": 1 - GAMMA * h, "weight_decay": 0.1, "trust_coefficient": 1.0}, None),
     ("nesterov", lambda h: {"lr": h * h, "momentum": 1 - GAMMA * h, "trust_coefficient": 0.5, "nesterov": True}, None),

@@ -49,6 +49,17 @@ STEPS = 5
 TOL = {jnp.float64: 1e-12, jnp.float32: 2e-6}
 
 
+def torch_names(name, kw):
+    """optax's arguments under dynopt.torch's (torch.optim's) names: b1 and b2 are betas=(b1, b2), as in
+    torch.optim.Adam, and Signum's beta is momentum; the others keep optax's names."""
+    kw, defaults = dict(kw), getattr(dynopt.torch, CLASSES[name]).spec.defaults
+    if "b1" in kw or "b2" in kw:
+        kw["betas"] = (kw.pop("b1", defaults["betas"][0]), kw.pop("b2", defaults["betas"][1]))
+    if "beta" in kw:
+        kw["momentum"] = kw.pop("beta")
+    return kw
+
+
 def params0(dtype):
     """A 2-D, a 1-D and a 0-d leaf, a zero leaf (‖θ‖ = 0: the trust ratio's fallback) and a leaf whose gradient is
     always 0 (sign 0, ‖u‖ = 0)."""
@@ -161,7 +172,7 @@ def test_torch_class_equals_optax_in_float64(name):
         ref_params, _ = run(getattr(optax, name)(LR[name], **kw), jnp.float64)
         start = params0(jnp.float64)
         tensors = {key: torch.nn.Parameter(torch.tensor(np.asarray(x))) for key, x in start.items()}
-        opt = getattr(dynopt.torch, CLASSES[name])(list(tensors.values()), lr=LR[name], **kw)
+        opt = getattr(dynopt.torch, CLASSES[name])(list(tensors.values()), lr=LR[name], **torch_names(name, kw))
         for k in range(STEPS):
             current = {key: jnp.asarray(t.detach().numpy()) for key, t in tensors.items()}
             for key, g in grads_at(current, k).items():
@@ -196,20 +207,99 @@ def test_bad_input_names_the_argument_and_the_value(name, kw, error, message):
         getattr(dynopt.jax, name)(**kw)
     assert message in str(jax_err.value)
     lr = kw.pop("learning_rate")
+    spec = getattr(dynopt.optimizers, name)
+    oracle = dynopt.numpy.from_spec(spec.optax[0].spec) if spec.optax else getattr(dynopt.numpy, name)  # optax's names
     with pytest.raises(error) as numpy_err:
-        getattr(dynopt.numpy, name)(lr, **kw)  # the float64 oracle: the same check, the same message
+        oracle(lr, **kw)  # the float64 oracle: the same check, the same message
     assert message in str(numpy_err.value)
 
 
 def test_bad_input_in_torch():
     w = torch.nn.Parameter(torch.ones(3))
-    with pytest.raises(ValueError, match=r"Invalid b2 value: 2\.0 \(must be in \[0\.0, 1\.0\]\)"):
-        dynopt.torch.Lion([w], lr=1e-4, b2=2.0)
+    with pytest.raises(ValueError, match=r"Invalid betas value: \(0\.9, 2\.0\) \(must be in \[0\.0, 1\.0\]\)"):
+        dynopt.torch.Lion([w], lr=1e-4, betas=(0.9, 2.0))
+    with pytest.raises(TypeError, match=r"Lion got b2=0\.95: b1 and b2 were renamed to torch\.optim's 'betas'; pass "
+                                        r"betas=\(0\.9, 0\.95\)"):
+        dynopt.torch.Lion([w], lr=1e-4, b2=0.95)  # the names before (CHANGELOG): the migration in the message
+    with pytest.raises(TypeError, match=r"Signum got beta=0\.5: beta was renamed to torch\.optim's 'momentum'; pass "
+                                        r"momentum=0\.5"):
+        dynopt.torch.Signum([w], beta=0.5)
     with pytest.raises(ValueError, match=r"Invalid learning rate: -1\.0"):
         dynopt.torch.Lars([w], lr=-1.0)
     with pytest.raises(TypeError, match=r"Invalid trust_ratio_mask value: 'yes' \(must be a bool\)"):
         dynopt.torch.Lars([w], trust_ratio_mask="yes")
 
+
+
+TORCH_NAMED = ["signum", "lion", "adabelief", "yogi", "lamb"]  # their decays under torch's names in dynopt.torch
+
+
+@pytest.mark.parametrize("name", TORCH_NAMED)
+def test_one_cycle_lr_cycles_the_decay_as_optax_fed_the_same_values(name):
+    """OneCycleLR (cycle_momentum=True, its default) needs 'betas' or 'momentum' in the param groups and refused these
+    classes when they took optax's b1/b2 and beta. Now it cycles β₁ (Signum: β) against the lr. Reference:
+    optax.<name> under optax.inject_hyperparams, fed the lr and β₁ that the scheduler set before each step (float64)."""
+    start = params0(jnp.float64)
+    tensors = {key: torch.nn.Parameter(torch.tensor(np.asarray(x))) for key, x in start.items()}
+    opt = getattr(dynopt.torch, CLASSES[name])(list(tensors.values()), lr=LR[name])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=STEPS + 1, pct_start=0.5)
+    key = "beta" if name == "signum" else "b1"
+    seen = []
+    for k in range(STEPS):
+        group = opt.param_groups[0]
+        seen.append((group["lr"], group["momentum"] if name == "signum" else group["betas"][0]))
+        current = {key_: jnp.asarray(t.detach().numpy()) for key_, t in tensors.items()}
+        for key_, g in grads_at(current, k).items():
+            tensors[key_].grad = torch.tensor(np.asarray(g))
+        opt.step()
+        sched.step()
+    assert len({beta for _, beta in seen}) == STEPS, seen  # the scheduler moved β₁ at every step
+    ref = optax.inject_hyperparams(getattr(optax, name))(learning_rate=seen[0][0], **{key: seen[0][1]})
+    params = params0(jnp.float64)
+    state = ref.init(params)
+    for k, (lr, beta) in enumerate(seen):
+        state.hyperparams["learning_rate"], state.hyperparams[key] = jnp.asarray(lr), jnp.asarray(beta)
+        updates, state = ref.update(grads_at(params, k), state, params)
+        params = optax.apply_updates(params, updates)
+    mine = {key_: t.detach().numpy() for key_, t in tensors.items()}
+    assert_trees_close(mine, {key_: np.asarray(v) for key_, v in params.items()}, 1e-12, f"OneCycleLR {name}")
+
+
+def test_checkpoints_with_optax_names_load_and_continue():
+    """A state_dict that dynopt.torch.Lion (b1, b2) and Signum (beta) wrote before they took torch's names
+    (tests/data/optax_names_checkpoints.py says how: dynopt at e68391f) loads into today's classes, which read the
+    decays as betas and momentum, and continues exactly as an uninterrupted run of today's class from the same start."""
+    from pathlib import Path
+
+    saved = torch.load(Path(__file__).parent / "data" / "optax_names_checkpoints.pt", weights_only=False)
+    settings = {"Lion": {"lr": 0.01, "betas": (0.8, 0.95), "weight_decay": 0.1}, "Signum": {"lr": 0.01, "momentum": 0.7}}
+
+    def start():
+        return [torch.nn.Parameter(torch.linspace(-1, 1, 6, dtype=torch.float64).reshape(2, 3)),
+                torch.nn.Parameter(torch.tensor([0.5, -0.3], dtype=torch.float64))]
+
+    def gradients(params, k):  # the generator's
+        for i, p in enumerate(params):
+            p.grad = torch.sin(p.detach() * (k + 1) + i)
+
+    for name, kw in settings.items():
+        straight = start()
+        opt = getattr(dynopt.torch, name)(straight, **kw)
+        for k in range(5):
+            gradients(straight, k)
+            opt.step()
+            if k == 2:  # the old release computed the same numbers: only the names changed
+                assert all(torch.equal(a, b) for a, b in zip(straight, saved[name]["params"])), name
+        resumed = [torch.nn.Parameter(p.clone()) for p in saved[name]["params"]]
+        opt = getattr(dynopt.torch, name)(resumed, lr=0.5)  # the checkpoint's hyperparameters replace these
+        opt.load_state_dict(saved[name]["state_dict"])
+        group = opt.param_groups[0]
+        assert "b1" not in group and "b2" not in group and "beta" not in group, group
+        assert (group["betas"] == (0.8, 0.95)) if name == "Lion" else (group["momentum"] == 0.7), group
+        for k in range(3, 5):
+            gradients(resumed, k)
+            opt.step()
+        assert all(torch.equal(a, b) for a, b in zip(resumed, straight)), name
 
 NOT_NUMBERS = [  # optax's arguments that are not numbers: the state's dtype and the mask of the decay
     ("lion", (0.05, 0.9, 0.99, jnp.bfloat16, 0.1), {}),  # positional, as optax binds them
@@ -281,7 +371,7 @@ def test_signum_reaches_the_minimizer_in_finite_time():
     c = 10.0
     distances = []
     for h in (0.01, 0.005, 0.0025):
-        opt = dynopt.numpy.signum(h, beta=1 - c * h)
+        opt = dynopt.numpy.signum(h, momentum=1 - c * h)
         params, state = [theta0.copy()], opt.init([theta0])
         tail = []
         for k in range(1, int(round(3 * bound / h)) + 1):
@@ -321,7 +411,7 @@ def test_lion_solves_the_box_constrained_problem():
     c = np.array([3.0, -0.5, -6.0])  # 1/λ = 2: the projection is (2, −0.5, −2)
     target = np.clip(c, -1 / lam, 1 / lam)
     for lr in (0.01, 0.002):
-        opt = dynopt.numpy.lion(lr, b1=0.9, b2=0.99, weight_decay=lam)
+        opt = dynopt.numpy.lion(lr, betas=(0.9, 0.99), weight_decay=lam)
         params, state = [np.zeros(3)], opt.init([np.zeros(3)])
         for _ in range(int(round(40 / lr))):
             updates, state = opt.update([params[0] - c], state, params)

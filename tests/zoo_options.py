@@ -32,11 +32,11 @@ STATEFUL = {  # options that give each optimizer a non-trivial state (global sca
     "Muon": {"momentum": 0.9, "weight_decay": 0.05, "adjust_lr_fn": "match_rms_adamw"},
     "Adafactor": {"beta2_decay": -0.6, "eps": (None, 1e-2), "d": 1.2, "weight_decay": 0.05},
     "SignSGD": {},
-    "Signum": {"beta": 0.8},
-    "Lion": {"b1": 0.8, "b2": 0.99, "weight_decay": 0.1},
-    "AdaBelief": {"b1": 0.8, "b2": 0.99, "eps": 1e-8, "eps_root": 1e-12},
-    "Yogi": {"b1": 0.8, "b2": 0.99},
-    "Lamb": {"b1": 0.8, "b2": 0.99, "weight_decay": 0.01},
+    "Signum": {"momentum": 0.8},
+    "Lion": {"betas": (0.8, 0.99), "weight_decay": 0.1},
+    "AdaBelief": {"betas": (0.8, 0.99), "eps": 1e-8, "eps_root": 1e-12},
+    "Yogi": {"betas": (0.8, 0.99)},
+    "Lamb": {"betas": (0.8, 0.99), "weight_decay": 0.01},
     "Lars": {"weight_decay": 0.01, "trust_coefficient": 0.1, "momentum": 0.8},
     "NoisySGD": {"eta": 0.1, "gamma": 0.3, "key": 3},  # within one backend the draws repeat exactly
 }

@@ -20,8 +20,11 @@ def signature(spec: Spec, leading: tuple[str, ...], lr_name: str, lr_default: An
     return inspect.Signature(params)
 
 
-def bind(sig: inspect.Signature, owner: str, args: tuple, kwargs: dict) -> dict[str, Any]:
-    """Bind a call against ``sig`` with defaults applied; a clear TypeError names ``owner``."""
+def bind(sig: inspect.Signature, owner: str, args: tuple, kwargs: dict, spec: Spec | None = None) -> dict[str, Any]:
+    """Bind a call against ``sig`` with defaults applied; a clear TypeError names ``owner`` (with the migration when a
+    keyword is a former name of one of ``spec``'s hyperparameters)."""
+    if spec is not None:
+        spec.refuse_former_names(owner, kwargs)
     try:
         bound = sig.bind(*args, **kwargs)
     except TypeError as err:

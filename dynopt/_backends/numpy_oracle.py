@@ -85,7 +85,7 @@ def from_spec(spec: Spec):
     sig = signature(spec, (), LR, spec.defaults[LR])
 
     def factory(*args, **kwargs) -> NumpyOptimizer:
-        return NumpyOptimizer(spec, bind(sig, spec.jax_name, args, kwargs))
+        return NumpyOptimizer(spec, bind(sig, spec.jax_name, args, kwargs, spec))
 
     factory.__signature__ = sig
     factory.__name__ = spec.jax_name

@@ -194,7 +194,7 @@ def _factory(spec: Spec, name: str, sig: inspect.Signature, prepare: Callable[[d
     variables, masks of hyperparameters), and build the transformation."""
 
     def factory(*args, **kwargs) -> optax.GradientTransformationExtraArgs:
-        hyper = bind(sig, name, args, kwargs)
+        hyper = bind(sig, name, args, kwargs, spec)
         guard = hyper.pop(GUARD)
         axis_name = hyper.pop(AXIS_NAME, None)
         hyper, dtypes, masks = prepare(hyper)

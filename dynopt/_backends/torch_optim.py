@@ -128,7 +128,7 @@ class SpecOptimizer(torch.optim.Optimizer):
     spec: ClassVar[Spec]
 
     def __init__(self, params, *args, **kwargs):
-        hyper = bind(type(self).__init__.__signature__, type(self).__name__, (self, params) + args, kwargs)
+        hyper = bind(type(self).__init__.__signature__, type(self).__name__, (self, params) + args, kwargs, self.spec)
         del hyper["self"], hyper["params"]
         options = {o.name: hyper.pop(o.name, o.default) for o in OPTIONS}
         self._shard_group = _check_shard_group(hyper.pop(SHARD_GROUP, None))
@@ -728,6 +728,7 @@ def _check_state_dict(opt: SpecOptimizer, state_dict: Mapping[str, Any]) -> dict
     fixed_groups, fixed_states = [], dict(states)
     for index, (saved, mine) in enumerate(zip(groups, opt.param_groups)):
         where = f"{owner}: param group {index}"
+        saved = spec.upgrade_group(saved)  # hyperparameters saved under an earlier release's names (Hyper.formerly)
         if len(saved["params"]) != len(mine["params"]):
             raise ValueError(f"{where} of the state_dict has {len(saved['params'])} parameter(s), this optimizer's has {len(mine['params'])}")
         foreign = sorted(k for k in saved if k in others)

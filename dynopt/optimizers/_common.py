@@ -8,7 +8,7 @@ from ..spec import Hyper, interval, is_static_zero, nonnegative, unit_interval
 from ..tree import ZERO
 
 __all__ = ["force", "force_jacobian", "relax", "lr_hyper", "momentum_hyper", "WEIGHT_DECAY", "MAXIMIZE", "MAXIMIZE_KW",
-           "DECOUPLED", "betas_hyper", "eps_hyper", "moment_force", "decoupled_decay"]
+           "DECOUPLED", "betas_hyper", "beta_pair", "OPTAX_BETAS", "eps_hyper", "moment_force", "decoupled_decay"]
 
 
 def lr_hyper(default: float) -> Hyper:
@@ -31,8 +31,18 @@ DECOUPLED = Hyper("decoupled_weight_decay", False, "decoupled (AdamW) weight dec
 SIGN_STEP_META = {"meta_lr": 0.4, "initial_scale": 0.03}
 
 
-def betas_hyper(default=(0.9, 0.999)) -> Hyper:
-    return Hyper("betas", default, "decays (β₁, β₂) of the two moments", unit_interval, length=2)
+def betas_hyper(default=(0.9, 0.999), doc: str = "decays (β₁, β₂) of the two moments", check=unit_interval,
+                formerly: tuple[str, ...] = ()) -> Hyper:
+    return Hyper("betas", default, doc, check, length=2, formerly=formerly)
+
+
+OPTAX_BETAS = ("b1", "b2")  # the names of the optax-zoo optimizers' betas in dynopt.torch before it took torch's
+
+
+def beta_pair(hp):
+    """(β₁, β₂): torch's ``betas`` of a spec, or optax's ``b1`` and ``b2`` of its optax view (one statement serves
+    both)."""
+    return tuple(hp.betas) if hasattr(hp, "betas") else (hp.b1, hp.b2)
 
 
 def eps_hyper(default: float, doc: str = "ε added to the root of the second moment") -> Hyper:

@@ -26,8 +26,9 @@ Conventions: ``dynopt.jax.adabelief(learning_rate, b1, b2, eps, eps_root, nester
 authors' PyTorch code (their ``eps``), and eps outside the root. The state is ``exp_avg`` and
 ``exp_avg_var`` (optax: ``mu``, ``nu``); the sum b₂s + ((1 − β₂)(g − m)² + eps_root) is formed in
 that order (optax adds eps_root last: a difference of at most one rounding). torch.optim has no
-AdaBelief; ``dynopt.torch.AdaBelief`` takes the same hyperparameters (lr default 1e-3, ``nesterov``
-keyword-only as in optax).
+AdaBelief; ``dynopt.torch.AdaBelief(params, lr, betas, eps, eps_root, *, nesterov)`` takes torch's name
+for the two decays, ``betas=(β₁, β₂)`` (as torch.optim.Adam and the authors' code; so ``OneCycleLR`` cycles
+β₁), and optax's defaults (lr 1e-3, eps 1e-16, eps_root 1e-16).
 
 References:
     J. Zhuang, T. Tang, Y. Ding, S. Tatikonda, N. Dvornek, X. Papademetris, J. S. Duncan,
@@ -42,20 +43,35 @@ from __future__ import annotations
 from ..schemes import SemiImplicitEuler
 from ..spec import Hyper, interval, register, unit_interval
 from ..statement import Drift, Leak, Relax, from_statement
-from ._common import lr_hyper
+from . import _optax as optax_args
+from ._common import OPTAX_BETAS, beta_pair, betas_hyper, lr_hyper
+
+B1 = Hyper("b1", 0.9, "decay β₁ of the first moment (c₁ = (1 − β₁)/h)", unit_interval)
+B2 = Hyper("b2", 0.999, "decay β₂ of the belief s, the average of (g − m)² (c₂ = (1 − β₂)/h)", unit_interval)
+EPS = Hyper("eps", 1e-16, "ε added to √ŝ", interval(0.0), label="epsilon value")
+EPS_ROOT = Hyper("eps_root", 1e-16, "added to s at every step (kept in the state)", interval(0.0))
+NESTEROV = Hyper("nesterov", False, "Nesterov's look-ahead in the first moment", static=True, keyword_only=True)
+FORMULA = "m ← β₁m + (1−β₁)g; s ← β₂s + (1−β₂)(g − m)² + ε_root; θ ← θ − lr·m̂/(√ŝ + ε)"
 
 
 def belief_moments(o, hp, t, x):
-    g = x.grad
-    yield Relax("exp_avg", hp.b1, g)  # m ← β₁m + (1 − β₁)g
+    g, (beta1, beta2) = x.grad, beta_pair(hp)
+    yield Relax("exp_avg", beta1, g)  # m ← β₁m + (1 − β₁)g
     error = g - x.exp_avg  # the new m in the step, the current one in the field
-    yield Leak("exp_avg_var", hp.b2, (1 - hp.b2) * (error * error) + hp.eps_root)  # s ← β₂s + (1 − β₂)(g − m)² + eps_root
+    yield Leak("exp_avg_var", beta2, (1 - beta2) * (error * error) + hp.eps_root)  # s ← β₂s + (1 − β₂)(g − m)² + eps_root
     if hp.nesterov:
-        mean = hp.b1 * (x.exp_avg / (1 - hp.b1 ** (t + 1))) + (1 - hp.b1) * (g / (1 - hp.b1**t))
+        mean = beta1 * (x.exp_avg / (1 - beta1 ** (t + 1))) + (1 - beta1) * (g / (1 - beta1**t))
     else:
-        mean = x.exp_avg / (1 - hp.b1**t)
-    var = x.exp_avg_var / (1 - hp.b2**t)
+        mean = x.exp_avg / (1 - beta1**t)
+    var = x.exp_avg_var / (1 - beta2**t)
     yield Drift("param", -hp.lr * (mean / (o.sqrt(var) + hp.eps)))  # θ ← θ − lr·m̂/(√ŝ + ε)
+
+
+# dynopt.jax.adabelief: optax.adabelief's arguments in optax's order (b1 and b2 apart, nesterov keyword-only)
+OPTAX_ADABELIEF = optax_args.view(
+    "adabelief", (optax_args.learning_rate(), B1, B2, EPS, EPS_ROOT, NESTEROV), belief_moments,
+    lambda hp: ("exp_avg", "exp_avg_var"), spec_name="AdaBelief", formula=FORMULA, doc=__doc__,
+    needs_params=lambda hp: False)
 
 
 adabelief = register(
@@ -63,20 +79,21 @@ adabelief = register(
         name="AdaBelief",
         hyperparams=(
             lr_hyper(1e-3),
-            Hyper("b1", 0.9, "decay β₁ of the first moment (c₁ = (1 − β₁)/h)", unit_interval),
-            Hyper("b2", 0.999, "decay β₂ of the belief s, the average of (g − m)² (c₂ = (1 − β₂)/h)", unit_interval),
-            Hyper("eps", 1e-16, "ε added to √ŝ", interval(0.0), label="epsilon value"),
-            Hyper("eps_root", 1e-16, "added to s at every step (kept in the state)", interval(0.0)),
-            Hyper("nesterov", False, "Nesterov's look-ahead in the first moment", static=True, keyword_only=True),
+            betas_hyper((0.9, 0.999), "decays (β₁, β₂) of the first moment and of the belief s, the average of "
+                        "(g − m)² (c_i = (1 − β_i)/h)", formerly=OPTAX_BETAS),
+            EPS,
+            EPS_ROOT,
+            NESTEROV,
         ),
         state=lambda hp: ("exp_avg", "exp_avg_var"),
         statement=belief_moments,
         scheme=SemiImplicitEuler(),
-        formula="m ← β₁m + (1−β₁)g; s ← β₂s + (1−β₂)(g − m)² + ε_root; θ ← θ − lr·m̂/(√ŝ + ε)",
+        formula=FORMULA,
         time_step=lambda hp: hp.lr,
         needs_params=lambda hp: False,
         ode="θ' = −m̂ ⊘ (√ŝ + ε), m' = c₁(∇L − m), s' = c₂((∇L − m)² − s)",
         hyper_map="h = lr, c_i = (1 − β_i)/lr",
         doc=__doc__,
+        optax=(OPTAX_ADABELIEF,),
     )
 )

@@ -27,8 +27,10 @@ trust coefficient 1), the learning rate, and ``mask`` (a pytree of bools like th
 callable of them: the leaves that take the decay). A "layer" is a leaf of the parameter pytree in
 JAX and a parameter tensor in torch. A schedule for weight_decay is not taken (TypeError; use
 ``optax.inject_hyperparams``). The state is ``exp_avg``, ``exp_avg_sq`` (optax: ``mu``, ``nu``).
-torch.optim has no LAMB; ``dynopt.torch.Lamb`` takes the numeric hyperparameters (lr default 1e-3;
-for a mask give the excluded tensors their own param group with weight_decay=0).
+torch.optim has no LAMB; ``dynopt.torch.Lamb(params, lr, betas, eps, eps_root, weight_decay)`` takes the
+numeric hyperparameters with torch's name for the two decays, ``betas=(β₁, β₂)`` (as torch.optim.Adam and
+timm; so ``OneCycleLR`` cycles β₁), and optax's defaults (lr 1e-3, eps 1e-6, weight_decay 0); for a mask give
+the excluded tensors their own param group with weight_decay=0.
 
 References:
     Y. You, J. Li, S. Reddi, J. Hseu, S. Kumar, S. Bhojanapalli, X. Song, J. Demmel, K. Keutzer,
@@ -44,16 +46,16 @@ from ..schemes import SemiImplicitEuler
 from ..spec import Hyper, interval, nonnegative, register, unit_interval
 from ..statement import Drift, Relax, from_statement
 from . import _optax as optax_args
-from ._common import lr_hyper
+from ._common import OPTAX_BETAS, beta_pair, betas_hyper, lr_hyper
 
-HYPERS = (
-    lr_hyper(1e-3),
-    Hyper("b1", 0.9, "decay β₁ of the first moment (c₁ = (1 − β₁)/h)", unit_interval),
-    Hyper("b2", 0.999, "decay β₂ of the second moment (c₂ = (1 − β₂)/h)", unit_interval),
+REST = (
     Hyper("eps", 1e-6, "ε added to the root of the second moment", interval(0.0), label="epsilon value"),
     Hyper("eps_root", 0.0, "ε_root added to v̂ inside the root", interval(0.0)),
     Hyper("weight_decay", 0.0, "decoupled weight decay λ, added to the direction before the trust ratio", nonnegative),
 )
+OPTAX_HYPERS = (Hyper("b1", 0.9, "decay β₁ of the first moment (c₁ = (1 − β₁)/h)", unit_interval),
+                Hyper("b2", 0.999, "decay β₂ of the second moment (c₂ = (1 − β₂)/h)", unit_interval), *REST)
+HYPERS = (lr_hyper(1e-3), betas_hyper(formerly=OPTAX_BETAS), *REST)
 FORMULA = "m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; u = m̂/(√v̂ + ε) + λθ; θ ← θ − lr·(‖θ‖/‖u‖)·u per tensor"
 
 
@@ -69,18 +71,18 @@ def trust_ratio(o, param, update, coefficient=1, eps=0):
 
 
 def layerwise_adam(o, hp, t, x):
-    g = x.grad
-    yield Relax("exp_avg", hp.b1, g)  # m ← β₁m + (1 − β₁)g
-    yield Relax("exp_avg_sq", hp.b2, g * g)  # v ← β₂v + (1 − β₂)g²
-    mean = x.exp_avg / (1 - hp.b1**t)
-    second = x.exp_avg_sq / (1 - hp.b2**t)
+    g, (beta1, beta2) = x.grad, beta_pair(hp)
+    yield Relax("exp_avg", beta1, g)  # m ← β₁m + (1 − β₁)g
+    yield Relax("exp_avg_sq", beta2, g * g)  # v ← β₂v + (1 − β₂)g²
+    mean = x.exp_avg / (1 - beta1**t)
+    second = x.exp_avg_sq / (1 - beta2**t)
     update = mean / (o.sqrt(second + hp.eps_root) + hp.eps) + hp.weight_decay * x.param
     yield Drift("param", -hp.lr * (update * trust_ratio(o, x.param, update)))  # θ ← θ − lr·r·u
 
 
 # dynopt.jax.lamb: optax.lamb's arguments in optax's order, mask (of the decay) included
 OPTAX_LAMB = optax_args.view(
-    "lamb", (optax_args.learning_rate(), *HYPERS[1:], optax_args.MASK), layerwise_adam,
+    "lamb", (optax_args.learning_rate(), *OPTAX_HYPERS, optax_args.MASK), layerwise_adam,
     lambda hp: ("exp_avg", "exp_avg_sq"), spec_name="Lamb", formula=FORMULA, doc=__doc__,
     masks=(("mask", "weight_decay"),), needs_params=lambda hp: True)
 

@@ -35,9 +35,11 @@ the decay is added to the sign step and scaled by the lr, as in optax and the pa
 is the dtype the average is stored in, ``mask`` (a pytree of bools like the parameters, or a
 callable of them) the leaves that take the decay. A schedule for ``weight_decay`` is not taken
 (TypeError; use ``optax.inject_hyperparams``). The state is ``exp_avg`` (optax: ``mu``).
-torch.optim has no Lion; ``dynopt.torch.Lion(params, lr, b1, b2, weight_decay)`` takes the numeric
-hyperparameters (lr default 1e-4; a mask is a param group with weight_decay=0; the state in the
-parameter's dtype).
+torch.optim has no Lion; ``dynopt.torch.Lion(params, lr, betas, weight_decay)`` takes the numeric
+hyperparameters with torch's name for the two decays, ``betas=(β₁, β₂)`` (as torch.optim.Adam and the
+PyTorch Lions of the paper's authors and of lion-pytorch; so ``OneCycleLR`` cycles β₁), and optax's defaults
+(lr 1e-4, betas (0.9, 0.99), weight_decay 1e-3, where those PyTorch Lions default to no decay); a mask is a param
+group with weight_decay=0; the state is in the parameter's dtype.
 
 References:
     X. Chen, C. Liang, D. Huang, E. Real, K. Wang, Y. Liu, H. Pham, X. Dong, T. Luong,
@@ -54,18 +56,21 @@ from ..schemes import SemiImplicitEuler
 from ..spec import Hyper, interval, is_static_zero, nonnegative, register
 from ..statement import Drift, Relax, from_statement
 from . import _optax as optax_args
-from ._common import SIGN_STEP_META, lr_hyper
+from ._common import OPTAX_BETAS, SIGN_STEP_META, beta_pair, betas_hyper, lr_hyper
 
 WEIGHT = interval(0.0, 1.0, high_open=False)  # [0, 1]
 B1 = Hyper("b1", 0.9, "β₁: the weight of the average in the signed direction β₁m + (1 − β₁)g", WEIGHT)
 B2 = Hyper("b2", 0.99, "β₂: decay of the gradient average m (c₂ = (1 − β₂)/h)", WEIGHT)
+BETAS = betas_hyper((0.9, 0.99), "(β₁, β₂): the weight of the average in the signed direction β₁m + (1 − β₁)g, and "
+                    "the decay of the gradient average m (c₂ = (1 − β₂)/h)", WEIGHT, formerly=OPTAX_BETAS)
 WEIGHT_DECAY = Hyper("weight_decay", 1e-3, "decoupled weight decay λ: θ ← θ − lr·(u + λθ)", nonnegative)
 FORMULA = "u ← sign(β₁m + (1−β₁)g); m ← β₂m + (1−β₂)g; θ ← θ − lr·(u + λθ)"
 
 
 def sign_momentum(o, hp, t, x):
-    direction = o.sign((1 - hp.b1) * x.grad + hp.b1 * x.exp_avg)  # from the old m, as optax and the paper
-    yield Relax("exp_avg", hp.b2, x.grad)  # m ← β₂m + (1 − β₂)g
+    beta1, beta2 = beta_pair(hp)
+    direction = o.sign((1 - beta1) * x.grad + beta1 * x.exp_avg)  # from the old m, as optax and the paper
+    yield Relax("exp_avg", beta2, x.grad)  # m ← β₂m + (1 − β₂)g
     yield Drift("param", -hp.lr * (direction + hp.weight_decay * x.param))  # θ ← θ − lr·(u + λθ)
 
 
@@ -83,7 +88,7 @@ OPTAX_LION = optax_args.view(
 lion = register(
     from_statement(
         name="Lion",
-        hyperparams=(lr_hyper(1e-4), B1, B2, WEIGHT_DECAY),
+        hyperparams=(lr_hyper(1e-4), BETAS, WEIGHT_DECAY),
         state=lambda hp: ("exp_avg",),
         statement=sign_momentum,
         scheme=SemiImplicitEuler(),

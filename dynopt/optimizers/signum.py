@@ -22,8 +22,9 @@ bias-corrected: its sign does not need it.
 Conventions: ``dynopt.jax.signum(learning_rate, beta, accumulator_dtype)`` equals
 ``optax.signum`` with the same arguments (``optax.ema(beta, debias=False, accumulator_dtype)``,
 ``scale_by_sign``, the learning rate); ``accumulator_dtype`` is the dtype the average is stored in.
-The state is ``exp_avg`` (optax: ``ema``). torch.optim has no Signum; ``dynopt.torch.Signum`` takes
-lr (default 1e-3) and beta, the average in the parameter's dtype.
+The state is ``exp_avg`` (optax: ``ema``). torch.optim has no Signum; ``dynopt.torch.Signum(params, lr,
+momentum)`` takes torch's name for β, ``momentum`` (default 0.9; so ``OneCycleLR`` cycles it as it cycles
+SGD's), lr default 1e-3, the average in the parameter's dtype.
 
 References:
     J. Bernstein, Y.-X. Wang, K. Azizzadenesheli, A. Anandkumar, "signSGD: Compressed Optimisation
@@ -42,11 +43,13 @@ from . import _optax as optax_args
 from ._common import lr_hyper
 
 BETA = Hyper("beta", 0.9, "decay β of the gradient average (c = (1 − β)/h)", unit_interval)
+MOMENTUM = replace(BETA, name="momentum", formerly=("beta",))  # torch's name for it (dynopt.torch.Signum's beta before)
 FORMULA = "m ← βm + (1−β)g; θ ← θ − lr·sign(m)"
 
 
 def averaged_sign_flow(o, hp, t, x):
-    yield Relax("exp_avg", hp.beta, x.grad)  # m ← βm + (1 − β)g
+    beta = hp.momentum if hasattr(hp, "momentum") else hp.beta  # the spec's torch name, or the optax view's
+    yield Relax("exp_avg", beta, x.grad)  # m ← βm + (1 − β)g
     yield Drift("param", -hp.lr * o.sign(x.exp_avg))  # θ ← θ − lr·sign(m)
 
 
@@ -61,7 +64,7 @@ OPTAX_SIGNUM = optax_args.view(
 signum = register(
     from_statement(
         name="Signum",
-        hyperparams=(lr_hyper(1e-3), BETA),
+        hyperparams=(lr_hyper(1e-3), MOMENTUM),
         state=lambda hp: ("exp_avg",),
         statement=averaged_sign_flow,
         scheme=SemiImplicitEuler(),
