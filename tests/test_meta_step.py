@@ -735,12 +735,12 @@ def softmax_and_mlp_gradient(name, params, x, y, l2):
     return [x.T @ da + l2 * w1, da.sum(axis=0), a.T @ r + l2 * w2, r.sum(axis=0)]
 
 
-def final_loss(problems, indices, name, spec, lr, stepped=None):
+def final_loss(problems, indices, name, spec, lr, stepped=None, **options):
     """The final full-data loss after the minibatch steps; ``stepped``: the indices of the parameters the optimizer
-    steps (the others keep their initial values), all by default."""
+    steps (the others keep their initial values), all by default; ``options``: other hyperparameters."""
     loss, init, data, _ = problems[name]
     x, y = data["x"], data["y"]
-    opt = dynopt.numpy.from_spec(spec)(lr)
+    opt = dynopt.numpy.from_spec(spec)(lr, **options)
     params = [p.copy() for p in init]
     stepped = range(len(params)) if stepped is None else stepped
     state = opt.init([params[i] for i in stepped])
@@ -758,8 +758,8 @@ def final_loss(problems, indices, name, spec, lr, stepped=None):
 # the other one-gradient bases of the zoo, wrapped by dynopt.meta_step with the library defaults
 OTHER_BASES = ["AdamW", "RAdam", "Adamax", "Adagrad", "Adadelta", "NAdam", "ASGD", "Rprop",
                "SignSGD", "Signum", "Lion", "AdaBelief", "Yogi", "Lamb", "Lars", "Adafactor", "NoisySGD", "NesterovSBC"]
-# (Muon: the test below, on the weight matrices; EG: its default variant keeps θ > 0, which these problems' zero
-# initialisations and signed weights are not.) NesterovSBC takes its own first scale, initial_scale = 0.1: with 0.01 its
+# (Muon and EG: the tests below, Muon on the weight matrices, EG in its signed variant: its default keeps θ > 0, which
+# these problems' zero initialisations and signed weights are not.) NesterovSBC takes its own first scale, initial_scale = 0.1: with 0.01 its
 # worst MLP loss was 1.30× its best (0.0603 from lr = 1e-4), with 0.1 1.14× (seeds 1 and 2: 1.06×, 1.10×).
 # Lion and Rprop take their own meta defaults (meta_lr = 0.4, initial_scale = 0.03; Spec.meta_defaults): with the
 # generic ones meta_step(Rprop) ended at a worst gap of 0.138 and 1.36×, meta_step(Lion) at 1.88× Lion's best MLP loss
@@ -784,6 +784,145 @@ def test_defaults_are_insensitive_to_the_initial_lr_on_minibatch_digits(digits_p
     meta = [final_loss(problems, indices, "mlp", spec, lr) for lr in GRID]
     tuned = min(final_loss(problems, indices, "mlp", base, lr) for lr in GRID)
     assert max(meta) <= 1.2 * tuned, (dict(zip(GRID, meta)), tuned)
+
+
+def test_meta_eg_is_insensitive_on_minibatch_digits(digits_problem):
+    """EG in its signed variant (EGU±: θ = w⁺ − w⁻, these problems' weights are signed and start at 0) under the meta
+    step with the library defaults, on the same grid and bounds as the other bases. Measured (seed 0): worst gap 0.0068
+    (EG alone: 1.90 from lr 1e-4), worst MLP loss 1.08× EG's best. Before the meta step ran EG at lr·s (it scaled EG's
+    step, which left θ off w⁺ − w⁻): 10.0 and 9·10⁴×."""
+    problems, indices = digits_problem
+    eg, spec = dynopt.REGISTRY["EG"], dynopt.meta_step(dynopt.REGISTRY["EG"])
+    minimum = problems["softmax"][3]
+    gaps = [final_loss(problems, indices, "softmax", spec, lr, variant="signed") - minimum for lr in GRID]
+    assert max(gaps) <= 0.1, dict(zip(GRID, gaps))
+    meta = [final_loss(problems, indices, "mlp", spec, lr, variant="signed") for lr in GRID]
+    tuned = min(final_loss(problems, indices, "mlp", eg, lr, variant="signed") for lr in GRID)
+    assert max(meta) <= 1.2 * tuned, (dict(zip(GRID, meta)), tuned)
+
+
+EG_VARIANTS = ["positive", "simplex", "signed", "signed_simplex"]
+# the bases whose step is not the lr times a direction (Spec.steps_linear_in_lr False), with options
+AT_SCALED_LR = [("EG", {"variant": v}) for v in EG_VARIANTS] + [("ASGD", {"lambd": 0.05, "t0": 5.0})]
+
+
+def eg_start(variant):
+    rng = np.random.default_rng(3)
+    theta = rng.uniform(0.2, 1.0, 5) if variant in ("positive", "simplex") else rng.normal(size=5)
+    return theta / theta.sum() if variant == "simplex" else theta
+
+
+def eg_force(theta, k):
+    return np.sin(3 * theta + k) + 0.5 * theta
+
+
+@pytest.mark.parametrize("base, options", AT_SCALED_LR, ids=[f"{b}-{o.get('variant', '')}" for b, o in AT_SCALED_LR])
+def test_meta_step_runs_a_nonlinear_base_at_the_scaled_lr(base, options):
+    """EG's step θ ⊙ exp(−lr·F) and ASGD's η = lr/(1 + λ·lr·t)^α are not linear in the lr (``Spec.steps_linear_in_lr``
+    False), so the meta step runs them at lr·s rather than scaling their steps by s. Algebra: with the scale held at
+    s₀ = 3 (meta_lr = shrink_lr = 0: no change of log s), the meta step over the base at lr 0.1 is the base at lr
+    0.1·3, on NumPy, torch (flat and per-tensor) and JAX, float64, 20 steps."""
+    import jax
+
+    from dynopt.trajectory import jax_x64
+
+    spec = dynopt.REGISTRY[base]
+    meta = dynopt.meta_step(spec)
+    held = {**options, "meta_lr": 0.0, "shrink_lr": 0.0, "initial_scale": 3.0}
+    start = eg_start(options.get("variant", "signed"))
+    ref = dynopt.numpy.from_spec(spec)(0.1 * 3.0, **options)
+    theta = [start.copy()]
+    state = ref.init(theta)
+    for k in range(20):
+        updates, state = ref.update([eg_force(theta[0], k)], state, theta)
+        theta = [theta[0] + updates[0]]
+    runs = {}
+    opt = dynopt.numpy.from_spec(meta)(0.1, **held)
+    params = [start.copy()]
+    state = opt.init(params)
+    for k in range(20):
+        updates, state = opt.update([eg_force(params[0], k)], state, params)
+        params = [params[0] + updates[0]]
+    runs["numpy"] = params[0]
+    torch_class = dynopt.torch.from_spec(meta)
+    for flat in (True, False):
+        p = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+        topt = torch_class([p], lr=0.1, **held, flat=flat)
+        for k in range(20):
+            p.grad = torch.from_numpy(eg_force(p.detach().numpy(), k))
+            topt.step()
+        runs[f"torch flat={flat}"] = p.detach().numpy()
+    with jax_x64():
+        jopt = dynopt.jax.from_spec(meta)(0.1, **held)
+        jparams = [jnp.asarray(start)]
+        jstate = jopt.init(jparams)
+        update = jax.jit(jopt.update)
+        for k in range(20):
+            updates, jstate = update([jnp.asarray(eg_force(np.asarray(jparams[0]), k))], jstate, jparams)
+            jparams = [jparams[0] + updates[0]]
+        runs["jax"] = np.asarray(jparams[0])
+    for backend, value in runs.items():
+        np.testing.assert_allclose(value, theta[0], rtol=1e-12, atol=1e-12, err_msg=backend)
+
+
+def test_meta_asgd_averages_the_iterates_it_takes():
+    """ASGD's average a is the Polyak–Ruppert average of the iterates: a_t = a_{t−1} + μ_t(θ_t − a_{t−1}) with
+    μ_t = 1/max(1, t − 1 − t0) (torch.optim.ASGD's ax and mu: μ is set after the step that uses it), so a_t = θ_t
+    until step t0 + 2 and the mean of the iterates since then; written here from that formula over the
+    iterates the meta step takes while its scale adapts (NumPy and torch, float64, 60 steps, t0 = 20). Scaling ASGD's
+    step instead averaged the base's unscaled iterates: a ≠ θ even before t0."""
+    meta = dynopt.meta_step(dynopt.REGISTRY["ASGD"])
+    start = eg_start("signed")
+    opt = dynopt.numpy.from_spec(meta)(0.1, t0=20.0)
+    params = [start.copy()]
+    state = opt.init(params)
+    p = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+    topt = dynopt.torch.from_spec(meta)([p], lr=0.1, t0=20.0)
+    average, scales = start.copy(), []
+    for t in range(1, 61):
+        updates, state = opt.update([eg_force(params[0], t)], state, params)
+        params = [params[0] + updates[0]]
+        p.grad = torch.from_numpy(eg_force(p.detach().numpy(), t))
+        topt.step()
+        average = average + (params[0] - average) / max(1, t - 1 - 20)
+        scales.append(float(state.values["scale"]))
+        np.testing.assert_allclose(state.values["ax"][0], average, rtol=1e-12, atol=1e-14, err_msg=f"step {t}")
+        np.testing.assert_allclose(topt.state[p]["ax"].numpy(), average, rtol=1e-12, atol=1e-14, err_msg=f"torch {t}")
+    assert max(scales) / min(scales) > 2, (min(scales), max(scales))  # the scale did adapt
+
+
+@pytest.mark.parametrize("variant", EG_VARIANTS)
+def test_meta_eg_keeps_egs_invariants_while_it_adapts(variant):
+    """With the defaults (the scale adapting from lr 0.5 for 300 steps), θ stays what EG's variant keeps: positive
+    (positive), on the simplex (simplex), and θ = w⁺ − w⁻ (signed; signed_simplex also Σ(w⁺ + w⁻) = 1), to 1e-12.
+    Scaling EG's step instead broke these: θ left w⁺ − w⁻ and, for s(1 − e^(−lr·F)) > 1, turned negative."""
+    opt = dynopt.numpy.from_spec(dynopt.meta_step(dynopt.REGISTRY["EG"]))(0.5, variant=variant)
+    params = [eg_start(variant)]
+    state = opt.init(params)
+    scales = []
+    for k in range(300):
+        updates, state = opt.update([eg_force(params[0], k)], state, params)
+        params = [params[0] + updates[0]]
+        scales.append(float(state.values["scale"]))
+        if variant in ("positive", "simplex"):
+            assert params[0].min() > 0, (k, params[0])
+        if variant == "simplex":
+            assert abs(params[0].sum() - 1.0) <= 1e-12, (k, params[0].sum())
+        if variant.startswith("signed"):
+            w_plus, w_minus = state.values["w_plus"][0], state.values["w_minus"][0]
+            np.testing.assert_allclose(params[0], w_plus - w_minus, rtol=0, atol=1e-12)
+        if variant == "signed_simplex":
+            assert abs((w_plus + w_minus).sum() - 1.0) <= 1e-12
+    assert max(scales) / min(scales) > 2, (min(scales), max(scales))  # the scale did adapt
+
+
+def test_meta_eg_refuses_per_coordinate_gains():
+    opt = dynopt.numpy.from_spec(dynopt.meta_step(dynopt.REGISTRY["EG"]))(0.1, gain_lr=0.01)
+    params = [eg_start("positive")]
+    state = opt.init(params)
+    with pytest.raises(ValueError, match=r"MetaEG: gain_lr=0\.01, but per-coordinate gains need a base whose step is "
+                                         r"linear in the lr \(EG's is not: it runs at lr·s\); use gain_lr=0"):
+        opt.update([eg_force(params[0], 0)], state, params)
 
 
 def test_meta_muon_is_insensitive_on_the_weight_matrices(digits_problem):

@@ -13,7 +13,10 @@ is the current force (∇L + λθ with a coupled L2 penalty). A decoupled weight
 D: it is not a descent step on L, and a hypergradient that saw it would push s to its floor near
 the optimum (MetaAdamW on minibatch digits: s fell to 1.3e-6, gap 0.04 against 0.002).
 A multi-stage base (``dynopt.discretize(spec, Heun())``) runs its stages at the step lr·s, and u is
-its step divided by s. Since θ_{t−1} = θ_0 + Σ_k s_k u_k, h_t = Σ_k ρ^{t−1−k} ⟨g_t, u_k⟩ is
+its step divided by s; so does a base whose step is not the lr times a direction (``Spec.steps_linear_in_lr``
+False): EG, whose step θ ⊙ exp(−lr·F) scaled by s would leave θ off w⁺ − w⁻ and could make it negative, and
+ASGD, whose average of the iterates would average the unscaled ones (its η then carries the previous step's s).
+Neither kind takes per-coordinate gains. Since θ_{t−1} = θ_0 + Σ_k s_k u_k, h_t = Σ_k ρ^{t−1−k} ⟨g_t, u_k⟩ is
 the derivative of L(θ_{t−1}) with respect to a change of s that persists over the past steps with
 weights ρ^{t−1−k}, as a change of the lr persists through a momentum buffer (for heavy ball with
 μ = ρ it is the derivative through the buffer); ρ = 0 is the one-step hypergradient
@@ -271,18 +274,31 @@ def meta_step(base: Spec, **defaults) -> Spec:
         if base.gradient_calls > 1:
             return _drive(lambda *args: staged(*args, totals))(o, hp, t, grad, param, state, grad_fn, name)
         scale = adapt_scale(o, hp, state.scale, totals)
+        if not base.steps_linear_in_lr:  # EG's mirror step: the base itself at lr·s keeps θ > 0 and θ = w⁺ − w⁻
+            refuse_gains(hp, f"a base whose step is linear in the lr ({base.name}'s is not: it runs at lr·s)")
+            delta, new = base.update(o, at_scale(hp, scale), t, grad, param, state)
+            return record_at_scale(hp, param, state, scale, delta, new)
         delta, new = base.update(o, hp, t, grad, param, state)
         return record(o, hp, grad, param, state, totals, scale, delta, new)
+
+    def refuse_gains(hp, needed):
+        if with_gains(hp):
+            raise ValueError(f"{name}: gain_lr={hp.gain_lr!r}, but per-coordinate gains need {needed}; use gain_lr=0")
+
+    def at_scale(hp, scale):
+        """The base's hyperparameters with the effective learning rate lr·s."""
+        return type(hp)(**{**vars(hp), "lr": hp.lr * scale})
 
     def staged(o, hp, t, grad, param, state, totals):
         """A multi-stage base (dynopt.discretize): its stages at the effective step, lr·s, so that the stage
         points are the scheme's for that step; u = step / s (s > 0)."""
-        if with_gains(hp):
-            raise ValueError(f"{name}: gain_lr={hp.gain_lr!r}, but per-coordinate gains need a base with one "
-                             f"gradient per step ({base.name} takes {base.gradient_calls}); use gain_lr=0")
+        refuse_gains(hp, f"a base with one gradient per step ({base.name} takes {base.gradient_calls})")
         scale = adapt_scale(o, hp, state.scale, totals)
-        stepped = type(hp)(**{**vars(hp), "lr": hp.lr * scale})
-        delta, new = yield from base.staged_update(o, stepped, t, grad, param, state)
+        delta, new = yield from base.staged_update(o, at_scale(hp, scale), t, grad, param, state)
+        return record_at_scale(hp, param, state, scale, delta, new)
+
+    def record_at_scale(hp, param, state, scale, delta, new):
+        """The step of a base run at lr·s, with u = step / s and the trace recorded (no gains)."""
         new = {**new, "scale": scale}
         unit = ZERO if delta is ZERO else delta / scale
         if decoupled(hp):
