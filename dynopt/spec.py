@@ -346,11 +346,12 @@ class Spec:
             where the generic ones do not carry (``{"meta_lr": 0.4, "initial_scale": 0.03}`` for Lion and
             Rprop, whose fixed-size sign steps move the scale's alignment little; ``{"initial_scale": 0.1}`` for
             NesterovSBC); the meta step checks them.
-        steps_linear_in_lr: whether the step is the lr times a direction that does not depend on the lr (SGD, Adam,
-            Rprop's sign steps: True, the default), so that :func:`dynopt.meta_step` may scale the step by its s.
-            False (EG's mirror steps θ ⊙ exp(−lr·F), whose state w± makes θ; ASGD's η = lr/(1 + λ·lr·t)^α, whose
-            state averages the iterates): the meta step runs the base at the learning rate lr·s instead, which keeps
-            its invariants (θ > 0, θ = w⁺ − w⁻, the average of the iterates taken).
+        scalable_step: whether :func:`dynopt.meta_step` may multiply this optimizer's step by its scale s: True (the
+            default) where the state neither defines θ nor follows the iterates and a scaled step keeps what the
+            optimizer keeps (SGD, Adam, Rprop). False for EG (its step θ ⊙ (exp(−lr·F) − 1) scaled can make θ
+            negative, and the signed variants' state w± defines θ) and ASGD (its state averages the iterates): the
+            meta step runs these at the learning rate lr·s instead, which keeps θ > 0, θ = w⁺ − w⁻ and the average
+            of the iterates taken.
         implies: settings this optimizer does not take as hyperparameters but that checkpoints of
             other optimizers carry (torch.optim's flags), with the value under which they mean this
             optimizer: ``{"nesterov": False}`` for heavy-ball momentum, ``{"decoupled_weight_decay":
@@ -431,7 +432,7 @@ class Spec:
     micro_steps: int = 1
     implies: Any = ()
     meta_defaults: Any = ()
-    steps_linear_in_lr: bool = True
+    scalable_step: bool = True
     counts_steps: Callable[[SimpleNamespace], bool] = field(default=lambda hp: True)
     sparse_grads: bool = False
     constraints: Callable[[Mapping[str, Any]], tuple[str, str] | None] | None = None

@@ -142,7 +142,7 @@ def test_the_meta_step_wraps_every_base(name):
     """``dynopt.meta_step(base)`` runs on all three backends and they agree (20 steps, float64; gains on, except over
     ASGD, which the meta step runs at lr·s and which therefore takes no per-coordinate gains)."""
     spec = dynopt.meta_step(dynopt.REGISTRY[name])
-    hyper = {"lr": 0.01, "meta_lr": 0.05, "gain_lr": 0.01 if dynopt.REGISTRY[name].steps_linear_in_lr else 0.0}
+    hyper = {"lr": 0.01, "meta_lr": 0.05, "gain_lr": 0.01 if dynopt.REGISTRY[name].scalable_step else 0.0}
     rng = np.random.default_rng(3)
     A = rng.normal(size=(4, 4))
     A = A @ A.T / 4 + np.eye(4)

@@ -802,7 +802,7 @@ def test_meta_eg_is_insensitive_on_minibatch_digits(digits_problem):
 
 
 EG_VARIANTS = ["positive", "simplex", "signed", "signed_simplex"]
-# the bases whose step is not the lr times a direction (Spec.steps_linear_in_lr False), with options
+# the bases whose step the meta step must not scale (Spec.scalable_step False), with options
 AT_SCALED_LR = [("EG", {"variant": v}) for v in EG_VARIANTS] + [("ASGD", {"lambd": 0.05, "t0": 5.0})]
 
 
@@ -818,8 +818,8 @@ def eg_force(theta, k):
 
 @pytest.mark.parametrize("base, options", AT_SCALED_LR, ids=[f"{b}-{o.get('variant', '')}" for b, o in AT_SCALED_LR])
 def test_meta_step_runs_a_nonlinear_base_at_the_scaled_lr(base, options):
-    """EG's step θ ⊙ exp(−lr·F) and ASGD's η = lr/(1 + λ·lr·t)^α are not linear in the lr (``Spec.steps_linear_in_lr``
-    False), so the meta step runs them at lr·s rather than scaling their steps by s. Algebra: with the scale held at
+    """EG's step θ ⊙ exp(−lr·F) and ASGD's step with its average of the iterates must not be scaled
+    (``Spec.scalable_step`` False), so the meta step runs them at lr·s rather than scaling their steps by s. Algebra: with the scale held at
     s₀ = 3 (meta_lr = shrink_lr = 0: no change of log s), the meta step over the base at lr 0.1 is the base at lr
     0.1·3, on NumPy, torch (flat and per-tensor) and JAX, float64, 20 steps."""
     import jax
@@ -920,8 +920,8 @@ def test_meta_eg_refuses_per_coordinate_gains():
     opt = dynopt.numpy.from_spec(dynopt.meta_step(dynopt.REGISTRY["EG"]))(0.1, gain_lr=0.01)
     params = [eg_start("positive")]
     state = opt.init(params)
-    with pytest.raises(ValueError, match=r"MetaEG: gain_lr=0\.01, but per-coordinate gains need a base whose step is "
-                                         r"linear in the lr \(EG's is not: it runs at lr·s\); use gain_lr=0"):
+    with pytest.raises(ValueError, match=r"MetaEG: gain_lr=0\.01, but per-coordinate gains need a base whose step the "
+                                         r"meta step scales \(EG runs at lr·s\); use gain_lr=0"):
         opt.update([eg_force(params[0], 0)], state, params)
 
 

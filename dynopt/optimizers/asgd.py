@@ -79,7 +79,7 @@ asgd = register(
         formula="θ ← θ(1 − λη) − ηg; a ← a + μ(θ − a); η ← lr/(1 + λ·lr·t)^α; μ ← 1/max(1, t − t0)",
         time_step=lambda hp: hp.lr,
         needs_params=lambda hp: True,  # the friction λθ (λ = lambd > 0 by default)
-        steps_linear_in_lr=False,  # η = lr/(1 + λ·lr·t)^α, and the average a of the iterates: the meta step runs it at lr·s
+        scalable_step=False,  # η = lr/(1 + λ·lr·t)^α, and the average a of the iterates: the meta step runs it at lr·s
         ode="θ' = −(1 + λt)^{−α}(∇L + λθ), a' = (θ − a)/(t − t₀) (Polyak–Ruppert average)",
         hyper_map="h = lr, t₀ = t0·lr",
         doc=__doc__,

@@ -154,7 +154,7 @@ eg = register(
         state=state,
         initial_state=initial_state,
         check_param=check_param,
-        steps_linear_in_lr=False,  # θ ⊙ exp(−lr·F): the meta step runs EG at lr·s (θ stays > 0, θ = w⁺ − w⁻)
+        scalable_step=False,  # θ ⊙ exp(−lr·F): the meta step runs EG at lr·s (θ stays > 0, θ = w⁺ − w⁻)
         statement=mirror_descent,
         scheme=MirrorEuler,
         formula="θ ← θ⊙exp(−lr∇L), then normalize (simplex)",

@@ -13,7 +13,7 @@ is the current force (∇L + λθ with a coupled L2 penalty). A decoupled weight
 D: it is not a descent step on L, and a hypergradient that saw it would push s to its floor near
 the optimum (MetaAdamW on minibatch digits: s fell to 1.3e-6, gap 0.04 against 0.002).
 A multi-stage base (``dynopt.discretize(spec, Heun())``) runs its stages at the step lr·s, and u is
-its step divided by s; so does a base whose step is not the lr times a direction (``Spec.steps_linear_in_lr``
+its step divided by s; so does a base whose step the meta step may not scale (``Spec.scalable_step``
 False): EG, whose step θ ⊙ exp(−lr·F) scaled by s would leave θ off w⁺ − w⁻ and could make it negative, and
 ASGD, whose average of the iterates would average the unscaled ones (its η then carries the previous step's s).
 Neither kind takes per-coordinate gains. Since θ_{t−1} = θ_0 + Σ_k s_k u_k, h_t = Σ_k ρ^{t−1−k} ⟨g_t, u_k⟩ is
@@ -274,8 +274,8 @@ def meta_step(base: Spec, **defaults) -> Spec:
         if base.gradient_calls > 1:
             return _drive(lambda *args: staged(*args, totals))(o, hp, t, grad, param, state, grad_fn, name)
         scale = adapt_scale(o, hp, state.scale, totals)
-        if not base.steps_linear_in_lr:  # EG's mirror step: the base itself at lr·s keeps θ > 0 and θ = w⁺ − w⁻
-            refuse_gains(hp, f"a base whose step is linear in the lr ({base.name}'s is not: it runs at lr·s)")
+        if not base.scalable_step:  # EG, ASGD: the base itself at lr·s keeps θ > 0, θ = w⁺ − w⁻, ASGD's average
+            refuse_gains(hp, f"a base whose step the meta step scales ({base.name} runs at lr·s)")
             delta, new = base.update(o, at_scale(hp, scale), t, grad, param, state)
             return record_at_scale(hp, param, state, scale, delta, new)
         delta, new = base.update(o, hp, t, grad, param, state)
