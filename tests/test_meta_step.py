@@ -806,13 +806,13 @@ EG_VARIANTS = ["positive", "simplex", "signed", "signed_simplex"]
 AT_SCALED_LR = [("EG", {"variant": v}) for v in EG_VARIANTS] + [("ASGD", {"lambd": 0.05, "t0": 5.0})]
 
 
-def eg_start(variant):
+def toy_start(variant):
     rng = np.random.default_rng(3)
     theta = rng.uniform(0.2, 1.0, 5) if variant in ("positive", "simplex") else rng.normal(size=5)
     return theta / theta.sum() if variant == "simplex" else theta
 
 
-def eg_force(theta, k):
+def toy_force(theta, k):
     return np.sin(3 * theta + k) + 0.5 * theta
 
 
@@ -829,19 +829,19 @@ def test_meta_step_runs_a_nonlinear_base_at_the_scaled_lr(base, options):
     spec = dynopt.REGISTRY[base]
     meta = dynopt.meta_step(spec)
     held = {**options, "meta_lr": 0.0, "shrink_lr": 0.0, "initial_scale": 3.0}
-    start = eg_start(options.get("variant", "signed"))
+    start = toy_start(options.get("variant", "signed"))
     ref = dynopt.numpy.from_spec(spec)(0.1 * 3.0, **options)
     theta = [start.copy()]
     state = ref.init(theta)
     for k in range(20):
-        updates, state = ref.update([eg_force(theta[0], k)], state, theta)
+        updates, state = ref.update([toy_force(theta[0], k)], state, theta)
         theta = [theta[0] + updates[0]]
     runs = {}
     opt = dynopt.numpy.from_spec(meta)(0.1, **held)
     params = [start.copy()]
     state = opt.init(params)
     for k in range(20):
-        updates, state = opt.update([eg_force(params[0], k)], state, params)
+        updates, state = opt.update([toy_force(params[0], k)], state, params)
         params = [params[0] + updates[0]]
     runs["numpy"] = params[0]
     torch_class = dynopt.torch.from_spec(meta)
@@ -849,7 +849,7 @@ def test_meta_step_runs_a_nonlinear_base_at_the_scaled_lr(base, options):
         p = torch.tensor(start, dtype=torch.float64, requires_grad=True)
         topt = torch_class([p], lr=0.1, **held, flat=flat)
         for k in range(20):
-            p.grad = torch.from_numpy(eg_force(p.detach().numpy(), k))
+            p.grad = torch.from_numpy(toy_force(p.detach().numpy(), k))
             topt.step()
         runs[f"torch flat={flat}"] = p.detach().numpy()
     with jax_x64():
@@ -858,7 +858,7 @@ def test_meta_step_runs_a_nonlinear_base_at_the_scaled_lr(base, options):
         jstate = jopt.init(jparams)
         update = jax.jit(jopt.update)
         for k in range(20):
-            updates, jstate = update([jnp.asarray(eg_force(np.asarray(jparams[0]), k))], jstate, jparams)
+            updates, jstate = update([jnp.asarray(toy_force(np.asarray(jparams[0]), k))], jstate, jparams)
             jparams = [jparams[0] + updates[0]]
         runs["jax"] = np.asarray(jparams[0])
     for backend, value in runs.items():
@@ -872,7 +872,7 @@ def test_meta_asgd_averages_the_iterates_it_takes():
     iterates the meta step takes while its scale adapts (NumPy and torch, float64, 60 steps, t0 = 20). Scaling ASGD's
     step instead averaged the base's unscaled iterates: a ≠ θ even before t0."""
     meta = dynopt.meta_step(dynopt.REGISTRY["ASGD"])
-    start = eg_start("signed")
+    start = toy_start("signed")
     opt = dynopt.numpy.from_spec(meta)(0.1, t0=20.0)
     params = [start.copy()]
     state = opt.init(params)
@@ -880,9 +880,9 @@ def test_meta_asgd_averages_the_iterates_it_takes():
     topt = dynopt.torch.from_spec(meta)([p], lr=0.1, t0=20.0)
     average, scales = start.copy(), []
     for t in range(1, 61):
-        updates, state = opt.update([eg_force(params[0], t)], state, params)
+        updates, state = opt.update([toy_force(params[0], t)], state, params)
         params = [params[0] + updates[0]]
-        p.grad = torch.from_numpy(eg_force(p.detach().numpy(), t))
+        p.grad = torch.from_numpy(toy_force(p.detach().numpy(), t))
         topt.step()
         average = average + (params[0] - average) / max(1, t - 1 - 20)
         scales.append(float(state.values["scale"]))
@@ -897,11 +897,11 @@ def test_meta_eg_keeps_egs_invariants_while_it_adapts(variant):
     (positive), on the simplex (simplex), and θ = w⁺ − w⁻ (signed; signed_simplex also Σ(w⁺ + w⁻) = 1), to 1e-12.
     Scaling EG's step instead broke these: θ left w⁺ − w⁻ and, for s(1 − e^(−lr·F)) > 1, turned negative."""
     opt = dynopt.numpy.from_spec(dynopt.meta_step(dynopt.REGISTRY["EG"]))(0.5, variant=variant)
-    params = [eg_start(variant)]
+    params = [toy_start(variant)]
     state = opt.init(params)
     scales = []
     for k in range(300):
-        updates, state = opt.update([eg_force(params[0], k)], state, params)
+        updates, state = opt.update([toy_force(params[0], k)], state, params)
         params = [params[0] + updates[0]]
         scales.append(float(state.values["scale"]))
         if variant in ("positive", "simplex"):
@@ -918,11 +918,11 @@ def test_meta_eg_keeps_egs_invariants_while_it_adapts(variant):
 
 def test_meta_eg_refuses_per_coordinate_gains():
     opt = dynopt.numpy.from_spec(dynopt.meta_step(dynopt.REGISTRY["EG"]))(0.1, gain_lr=0.01)
-    params = [eg_start("positive")]
+    params = [toy_start("positive")]
     state = opt.init(params)
     with pytest.raises(ValueError, match=r"MetaEG: gain_lr=0\.01, but per-coordinate gains need a base whose step the "
                                          r"meta step scales \(EG runs at lr·s\); use gain_lr=0"):
-        opt.update([eg_force(params[0], 0)], state, params)
+        opt.update([toy_force(params[0], 0)], state, params)
 
 
 def test_meta_muon_is_insensitive_on_the_weight_matrices(digits_problem):

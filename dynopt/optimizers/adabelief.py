@@ -46,7 +46,6 @@ from ..statement import Drift, Leak, Relax, from_statement
 from . import _optax as optax_args
 from ._common import OPTAX_BETAS, beta_pair, betas_hyper, lr_hyper
 
-B1 = Hyper("b1", 0.9, "decay β₁ of the first moment (c₁ = (1 − β₁)/h)", unit_interval)
 B2 = Hyper("b2", 0.999, "decay β₂ of the belief s, the average of (g − m)² (c₂ = (1 − β₂)/h)", unit_interval)
 EPS = Hyper("eps", 1e-16, "ε added to √ŝ", interval(0.0), label="epsilon value")
 EPS_ROOT = Hyper("eps_root", 1e-16, "added to s at every step (kept in the state)", interval(0.0))
@@ -69,7 +68,7 @@ def belief_moments(o, hp, t, x):
 
 # dynopt.jax.adabelief: optax.adabelief's arguments in optax's order (b1 and b2 apart, nesterov keyword-only)
 OPTAX_ADABELIEF = optax_args.view(
-    "adabelief", (optax_args.learning_rate(), B1, B2, EPS, EPS_ROOT, NESTEROV), belief_moments,
+    "adabelief", (optax_args.learning_rate(), optax_args.b1(), B2, EPS, EPS_ROOT, NESTEROV), belief_moments,
     lambda hp: ("exp_avg", "exp_avg_var"), spec_name="AdaBelief", formula=FORMULA, doc=__doc__,
     needs_params=lambda hp: False)
 

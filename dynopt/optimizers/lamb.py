@@ -43,7 +43,7 @@ References:
 from __future__ import annotations
 
 from ..schemes import SemiImplicitEuler
-from ..spec import Hyper, interval, nonnegative, register, unit_interval
+from ..spec import Hyper, interval, nonnegative, register
 from ..statement import Drift, Relax, from_statement
 from . import _optax as optax_args
 from ._common import OPTAX_BETAS, beta_pair, betas_hyper, lr_hyper
@@ -53,8 +53,6 @@ REST = (
     Hyper("eps_root", 0.0, "ε_root added to v̂ inside the root", interval(0.0)),
     Hyper("weight_decay", 0.0, "decoupled weight decay λ, added to the direction before the trust ratio", nonnegative),
 )
-OPTAX_HYPERS = (Hyper("b1", 0.9, "decay β₁ of the first moment (c₁ = (1 − β₁)/h)", unit_interval),
-                Hyper("b2", 0.999, "decay β₂ of the second moment (c₂ = (1 − β₂)/h)", unit_interval), *REST)
 HYPERS = (lr_hyper(1e-3), betas_hyper(formerly=OPTAX_BETAS), *REST)
 FORMULA = "m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; u = m̂/(√v̂ + ε) + λθ; θ ← θ − lr·(‖θ‖/‖u‖)·u per tensor"
 
@@ -82,7 +80,7 @@ def layerwise_adam(o, hp, t, x):
 
 # dynopt.jax.lamb: optax.lamb's arguments in optax's order, mask (of the decay) included
 OPTAX_LAMB = optax_args.view(
-    "lamb", (optax_args.learning_rate(), *OPTAX_HYPERS, optax_args.MASK), layerwise_adam,
+    "lamb", (optax_args.learning_rate(), optax_args.b1(), optax_args.b2(), *REST, optax_args.MASK), layerwise_adam,
     lambda hp: ("exp_avg", "exp_avg_sq"), spec_name="Lamb", formula=FORMULA, doc=__doc__,
     masks=(("mask", "weight_decay"),), needs_params=lambda hp: True)
 

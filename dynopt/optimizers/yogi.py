@@ -41,7 +41,6 @@ from ..statement import Drift, Relax, from_statement
 from . import _optax as optax_args
 from ._common import OPTAX_BETAS, beta_pair, betas_hyper, lr_hyper
 
-B1 = Hyper("b1", 0.9, "decay β₁ of the first moment (c₁ = (1 − β₁)/h)", unit_interval)
 B2 = Hyper("b2", 0.999, "β₂: v moves by (1 − β₂)·g² per step (c₂ = (1 − β₂)/h)", unit_interval)
 EPS = Hyper("eps", 1e-3, "ε added to √v̂", interval(0.0), label="epsilon value")
 FORMULA = "m ← β₁m + (1−β₁)g; v ← v − (1−β₂)·sign(v − g²)·g²; θ ← θ − lr·m̂/(√v̂ + ε)"
@@ -65,7 +64,7 @@ def additive_moments(o, hp, t, x):
 
 # dynopt.jax.yogi: optax.yogi's arguments in optax's order (b1 and b2 apart)
 OPTAX_YOGI = optax_args.view(
-    "yogi", (optax_args.learning_rate(), B1, B2, EPS), additive_moments, lambda hp: ("exp_avg", "exp_avg_sq"),
+    "yogi", (optax_args.learning_rate(), optax_args.b1(), B2, EPS), additive_moments, lambda hp: ("exp_avg", "exp_avg_sq"),
     spec_name="Yogi", formula=FORMULA, doc=__doc__, initial_state=initial_state, needs_params=lambda hp: False)
 
 
